@@ -1,0 +1,1 @@
+"""Pure logic on polars frames. Nothing in this package imports dagster."""

@@ -1,0 +1,68 @@
+"""The one settings resource: which spec, which home (warehouse file + model store)."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+from dagster import ConfigurableResource
+from pydantic import PrivateAttr
+
+from regime_assets.core.model_store import ModelStore
+from regime_assets.resources.warehouse import default_home, warehouse_path
+from regime_assets.spec import Spec, load_spec
+
+
+class RegimeSettings(ConfigurableResource):
+    """Spec path (None: $REGIME_ASSETS_SPEC or the packaged default) and home folder (None: default_home())."""
+
+    spec_path: str | None = None
+    home: str | None = None
+
+    _spec: Spec | None = PrivateAttr(default=None)
+
+    @property
+    def spec(self) -> Spec:
+        if self._spec is None:
+            self._spec = load_spec(self.spec_path)
+        return self._spec
+
+    @property
+    def home_path(self) -> Path:
+        p = Path(self.home).expanduser().resolve() if self.home else default_home()
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def database(self) -> Path:
+        return warehouse_path(self.home_path)
+
+    @property
+    def models_root(self) -> Path:
+        return self.home_path / "models"
+
+    @property
+    def model_store(self) -> ModelStore:
+        return ModelStore(self.models_root)
+
+    @contextmanager
+    def connect(self, read_only: bool = False, retries: int = 20):
+        """A DuckDB connection to the warehouse, retried while another process holds the write lock."""
+        delay = 0.2
+        for attempt in range(retries):
+            try:
+                conn = duckdb.connect(str(self.database), read_only=read_only)
+                break
+            except duckdb.IOException as err:
+                if attempt == retries - 1:
+                    raise RuntimeError(
+                        f"the warehouse {self.database} is locked by another process (another run is writing); "
+                        f"tried {retries} times: {err}") from err
+                time.sleep(delay)
+                delay = min(delay * 1.5, 5.0)
+        try:
+            yield conn
+        finally:
+            conn.close()

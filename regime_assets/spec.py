@@ -1,0 +1,390 @@
+"""The declarative spec: every tunable number of the pipeline, with the seeds' values as defaults.
+
+The spec is one pydantic model loaded from YAML (``spec.yaml`` next to this file is the default). Unknown fields
+and out-of-range values are rejected with a message that names the field. ``spec_hash`` is a stable hash of the
+resolved spec; it is stored with every model version and training run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REGIMES: tuple[str, ...] = ("low_vol", "normal", "high_vol", "crash", "recovery")
+CLASSES: tuple[str, ...] = ("sell", "hold", "buy")
+DEFAULT_SPEC_PATH = Path(__file__).with_name("spec.yaml")
+SPEC_ENV = "REGIME_ASSETS_SPEC"
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Strict):
+    source: Literal["bundled", "folder", "yahoo", "synthetic"] = "bundled"
+    symbols: list[str] | None = Field(default=None, description="Subset of symbols; None = all the source has.")
+    start: dt.date | None = None
+    end: dt.date | None = None
+    # folder source
+    folder: str | None = Field(default=None, description="Folder of CSV/Parquet files (long or one per symbol).")
+    index_file: str | None = Field(default=None, description="File with date,close of the market index.")
+    vix_file: str | None = Field(default=None, description="Optional file with date,vix.")
+    sectors_file: str | None = None
+    # yahoo source
+    index_symbol: str = "^GSPC"
+    vix_symbol: str = "^VIX"
+    # synthetic source
+    synthetic_symbols: int = Field(default=12, ge=1, le=5000)
+    synthetic_years: float = Field(default=8.0, gt=0.5, le=60)
+    synthetic_seed: int = 7
+    synthetic_start: dt.date = dt.date(2005, 1, 3)
+    # validation
+    min_history_days: int = Field(default=252, ge=1)
+    max_gap_days: int = Field(default=10, ge=1, description="Longest calendar gap allowed between two rows of a symbol.")
+    allow_future_dates: bool = False
+
+    @model_validator(mode="after")
+    def _dates(self) -> "DataSpec":
+        if self.start and self.end and self.start >= self.end:
+            raise ValueError("data.start must be before data.end")
+        if self.source == "folder" and not self.folder:
+            raise ValueError("data.folder is required when data.source is 'folder'")
+        return self
+
+
+class VixProxySpec(_Strict):
+    short_window: int = Field(default=5, ge=2)
+    long_window: int = Field(default=21, ge=5)
+    ewma_lambda: float = Field(default=0.94, gt=0, lt=1)
+    holdout_fraction: float = Field(default=0.3, gt=0, lt=0.9, description="Later part of the overlap held out.")
+    calibration: Literal["fixed", "overlap"] = Field(
+        default="fixed", description="fixed: use `coefficients` (strictly point-in-time); overlap: refit on the "
+                                     "data's real-VIX overlap (uses later data for earlier proxy values).")
+    coefficients: list[float] = Field(
+        default=[6.8406, 0.15352, -0.07909, 0.61127], min_length=4, max_length=4,
+        description="intercept, rv_short, rv_long, ewma: fitted on the bundled 2014-2018 overlap.")
+    floor: float = Field(default=9.0, ge=0, description="Lowest proxy value (VIX has never closed below ~9).")
+
+
+class RegimeSpec(_Strict):
+    crash_vix: float = Field(default=35.0, gt=0)
+    high_vol_vix: float = Field(default=25.0, gt=0)
+    normal_vix: float = Field(default=15.0, gt=0)
+    drop_pct: float = Field(default=0.15, gt=0, lt=1, description="Drop from the rolling max that forces crash.")
+    drop_window: int = Field(default=10, ge=2, description="Trading days over which the drop is measured.")
+    recovery_pct: float = Field(default=0.10, gt=0, lt=5, description="Rise from the crash low that marks recovery.")
+    recovery_max_days: int = Field(default=63, ge=1, description="Days after the last crash day a recovery may start.")
+
+    @model_validator(mode="after")
+    def _order(self) -> "RegimeSpec":
+        if not (self.normal_vix < self.high_vol_vix < self.crash_vix):
+            raise ValueError("regimes: need normal_vix < high_vol_vix < crash_vix")
+        return self
+
+
+class FeatureSpec(_Strict):
+    return_windows: list[int] = [1, 2, 3, 5, 10, 21, 42, 63, 126, 252]
+    vol_windows: list[int] = [5, 10, 21, 63, 126]
+    ma_windows: list[int] = [5, 10, 20, 50, 100, 200]
+    drawdown_windows: list[int] = [21, 63, 252]
+    rsi_windows: list[int] = [7, 14, 28]
+    bollinger_windows: list[int] = [20, 50]
+    beta_windows: list[int] = [63, 252]
+    vix_change_windows: list[int] = [1, 5, 21]
+    vix_percentile_window: int = 252
+
+
+class LabelSpec(_Strict):
+    horizon: int = Field(default=5, ge=1, le=126)
+    buy_threshold: float = Field(default=0.02, gt=0, lt=1)
+    sell_threshold: float = Field(default=0.02, gt=0, lt=1)
+    vol_scaled: bool = False
+    vol_window: int = Field(default=21, ge=2)
+    vol_multiplier: float = Field(default=0.5, gt=0)
+
+
+class EventSpec(_Strict):
+    id: str
+    start: dt.date
+    end: dt.date
+    regime: Literal["low_vol", "normal", "high_vol", "crash", "recovery"]
+    weight: float = Field(gt=0, le=1)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _dates(self) -> "EventSpec":
+        if self.start > self.end:
+            raise ValueError(f"event {self.id}: start after end")
+        return self
+
+
+DEFAULT_EVENTS = [
+    EventSpec(id="2008_crash", start=dt.date(2008, 9, 1), end=dt.date(2009, 3, 31), regime="crash", weight=0.20,
+              description="Global financial crisis"),
+    EventSpec(id="2011_debt", start=dt.date(2011, 7, 1), end=dt.date(2011, 8, 31), regime="high_vol", weight=0.15,
+              description="US debt ceiling and downgrade"),
+    EventSpec(id="2015_china", start=dt.date(2015, 8, 1), end=dt.date(2015, 9, 30), regime="high_vol", weight=0.15,
+              description="China devaluation selloff"),
+    EventSpec(id="2018_volmageddon", start=dt.date(2018, 2, 1), end=dt.date(2018, 2, 28), regime="crash", weight=0.20,
+              description="Short-volatility unwind"),
+    EventSpec(id="2020_covid_crash", start=dt.date(2020, 2, 20), end=dt.date(2020, 3, 23), regime="crash",
+              weight=0.10, description="COVID-19 crash"),
+    EventSpec(id="2020_covid_recovery", start=dt.date(2020, 3, 24), end=dt.date(2020, 6, 30), regime="recovery",
+              weight=0.10, description="COVID-19 recovery"),
+    EventSpec(id="2022_bear", start=dt.date(2022, 1, 1), end=dt.date(2022, 12, 31), regime="high_vol", weight=0.05,
+              description="2022 rate-hike bear market"),
+    EventSpec(id="2023_banks", start=dt.date(2023, 3, 1), end=dt.date(2023, 4, 30), regime="high_vol", weight=0.05,
+              description="Regional bank failures"),
+]
+
+
+class TrainingSetSpec(_Strict):
+    as_of: dt.date | None = Field(default=None, description="None = the last labelled date.")
+    window_years: float = Field(default=3.0, gt=0, le=50)
+    validation_months: int = Field(default=6, ge=1, le=60)
+    embargo_days: int = Field(default=5, ge=0, description="Trading days dropped after a test block.")
+    use_archive: bool = True
+    use_replay: bool = True
+    min_regime_rows: int = Field(default=50, ge=1, description="Below this a validation regime set is flagged.")
+
+
+class BalanceSpec(_Strict):
+    ratios: dict[str, float] = {"low_vol": 0.20, "normal": 0.40, "high_vol": 0.20, "crash": 0.10, "recovery": 0.10}
+    target_size: int = Field(default=40_000, ge=100)
+    max_replacement_factor: float = Field(default=3.0, ge=1.0, description="A regime is up-sampled at most this much.")
+    seed: int = 42
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios(cls, v: dict[str, float]) -> dict[str, float]:
+        if set(v) != set(REGIMES):
+            raise ValueError(f"ratios must name exactly the regimes {list(REGIMES)}")
+        if any(x < 0 or x > 1 for x in v.values()):
+            raise ValueError("every ratio must be within [0, 1]")
+        if abs(sum(v.values()) - 1.0) > 1e-6:
+            raise ValueError(f"ratios must sum to 1 (got {sum(v.values()):.4f})")
+        return v
+
+
+class WeightSpec(_Strict):
+    regime_weights: dict[str, float] = {"crash": 2.0, "recovery": 1.5, "high_vol": 1.3, "normal": 1.0, "low_vol": 0.8}
+    archive_event_multiplier: bool = True
+
+    @field_validator("regime_weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        if set(v) != set(REGIMES):
+            raise ValueError(f"regime_weights must name exactly the regimes {list(REGIMES)}")
+        if any(x <= 0 for x in v.values()):
+            raise ValueError("regime weights must be > 0")
+        return v
+
+
+class ModelSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    estimator: str = Field(description="Import path of a scikit-learn compatible classifier.")
+    params: dict[str, Any] = {}
+    scale: bool = False
+    calibrate: bool = False
+    shap: Literal["tree", "linear", "kernel", "none"] = "tree"
+    enabled: bool = True
+
+
+DEFAULT_MODELS = [
+    ModelSpec(name="rf", estimator="sklearn.ensemble.RandomForestClassifier",
+              params={"n_estimators": 200, "max_depth": 10, "min_samples_leaf": 20, "n_jobs": -1, "random_state": 42}),
+    ModelSpec(name="extra_trees", estimator="sklearn.ensemble.ExtraTreesClassifier",
+              params={"n_estimators": 200, "max_depth": 12, "min_samples_leaf": 20, "n_jobs": -1, "random_state": 42}),
+    ModelSpec(name="gradient_boosting", estimator="sklearn.ensemble.HistGradientBoostingClassifier",
+              params={"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 31, "l2_regularization": 1.0,
+                      "random_state": 42}),
+    ModelSpec(name="xgboost", estimator="xgboost.XGBClassifier",
+              params={"n_estimators": 300, "max_depth": 5, "learning_rate": 0.05, "subsample": 0.8,
+                      "colsample_bytree": 0.8, "tree_method": "hist", "n_jobs": 2, "random_state": 42}),
+    ModelSpec(name="lightgbm", estimator="lightgbm.LGBMClassifier",
+              params={"n_estimators": 300, "num_leaves": 31, "learning_rate": 0.05, "subsample": 0.8,
+                      "subsample_freq": 1, "colsample_bytree": 0.8, "n_jobs": 2, "random_state": 42, "verbose": -1}),
+    ModelSpec(name="logreg", estimator="sklearn.linear_model.LogisticRegression",
+              params={"C": 0.1, "max_iter": 2000}, scale=True, shap="linear"),
+    ModelSpec(name="svm", estimator="sklearn.svm.LinearSVC",
+              params={"C": 0.05, "max_iter": 5000, "random_state": 42}, scale=True, calibrate=True, shap="kernel"),
+    ModelSpec(name="mlp", estimator="sklearn.neural_network.MLPClassifier",
+              params={"hidden_layer_sizes": [64, 32], "alpha": 0.001, "max_iter": 60, "early_stopping": False,
+                      "random_state": 42}, scale=True, shap="kernel"),
+]
+
+
+class MetaSpec(_Strict):
+    method: Literal["weighted", "stacking"] = "weighted"
+    weight_metric: Literal["accuracy", "balanced_accuracy", "log_loss"] = "accuracy"
+    inner_holdout_fraction: float = Field(default=0.2, gt=0.05, lt=0.5,
+                                          description="Latest share of training dates held out for OOF predictions.")
+
+
+class EvaluationSpec(_Strict):
+    bootstrap_reps: int = Field(default=200, ge=20)
+    block_length_days: float = Field(default=10.0, gt=0, description="Mean block length of the stationary bootstrap.")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    seed: int = 123
+    min_rows: int = Field(default=50, ge=1)
+
+
+class WalkForwardSpec(_Strict):
+    enabled: bool = True
+    start_year: int = 2005
+    test_years: int = Field(default=1, ge=1)
+    train_years: float = Field(default=6.0, gt=0)
+    models: list[str] = ["lightgbm"]
+    arms: list[str] = ["unweighted", "regime_weights", "balanced", "regime_feature", "no_archive", "full"]
+    max_train_rows: int = Field(default=40_000, ge=1000)
+    n_estimators: int = Field(default=150, ge=10, description="Boosting rounds for backtest fits (kept small).")
+    leave_one_crisis_out: bool = True
+
+
+class GateSpec(_Strict):
+    challenger: Literal["meta_learner", "best_model"] = "meta_learner"
+    primary_metric: Literal["accuracy", "balanced_accuracy", "macro_f1", "log_loss"] = "balanced_accuracy"
+    regime_margin: float = Field(default=0.02, ge=0, le=1, description="Largest allowed loss in any regime.")
+    min_regime_rows: int = Field(default=200, ge=1)
+    min_samples: int = Field(default=1000, ge=1)
+    bootstrap_reps: int = Field(default=200, ge=20)
+
+
+class ShapSpec(_Strict):
+    rows_per_regime: int = Field(default=200, ge=10)
+    kernel_rows: int = Field(default=40, ge=5, description="Rows for the model-agnostic explainer.")
+    kernel_background: int = Field(default=30, ge=5)
+    top_k: int = Field(default=15, ge=1)
+    seed: int = 11
+
+
+class DriftSpec(_Strict):
+    current_weeks: int = Field(default=4, ge=1)
+    psi_bins: int = Field(default=10, ge=2)
+    psi_moderate: float = 0.1
+    psi_major: float = 0.25
+    score_weights: dict[str, float] = {"feature": 0.5, "regime": 0.3, "prediction": 0.2}
+    retrain_threshold: float = Field(default=0.15, ge=0, le=1)
+    top_features: int = Field(default=10, ge=1)
+
+    @field_validator("score_weights")
+    @classmethod
+    def _sw(cls, v: dict[str, float]) -> dict[str, float]:
+        if set(v) != {"feature", "regime", "prediction"}:
+            raise ValueError("score_weights must name feature, regime, prediction")
+        if abs(sum(v.values()) - 1) > 1e-6 or any(x < 0 for x in v.values()):
+            raise ValueError("score_weights must be >= 0 and sum to 1")
+        return v
+
+
+class CaptureSpec(_Strict):
+    vix_level: float = 40.0
+    vix_days: int = Field(default=3, ge=1)
+    drift_score: float = Field(default=0.25, ge=0, le=1)
+    crash_share: float = Field(default=0.5, gt=0, le=1)
+    default_weight: float = Field(default=0.10, gt=0, le=1)
+    lookback_days: int = Field(default=63, ge=1, description="Trading days scanned before the as-of date.")
+
+
+class ReplayBufferSpec(_Strict):
+    worst_fraction: float = Field(default=0.05, gt=0, le=1)
+    max_rows: int = Field(default=5000, ge=0)
+
+
+class AutomationSpec(_Strict):
+    schedule_cron: str = "0 21 * * 6"
+    timezone: str = "America/New_York"
+    schedule_enabled: bool = True
+    sensors_enabled: bool = True
+    sensor_interval_seconds: int = Field(default=60, ge=5)
+    min_samples: int = Field(default=1000, ge=1)
+    max_runtime_seconds: int = Field(default=4 * 3600, ge=60)
+
+
+class Spec(_Strict):
+    name: str = "default"
+    data: DataSpec = DataSpec()
+    vix_proxy: VixProxySpec = VixProxySpec()
+    regimes: RegimeSpec = RegimeSpec()
+    features: FeatureSpec = FeatureSpec()
+    labels: LabelSpec = LabelSpec()
+    events: list[EventSpec] = DEFAULT_EVENTS
+    training_set: TrainingSetSpec = TrainingSetSpec()
+    balance: BalanceSpec = BalanceSpec()
+    weights: WeightSpec = WeightSpec()
+    models: list[ModelSpec] = DEFAULT_MODELS
+    meta: MetaSpec = MetaSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    walk_forward: WalkForwardSpec = WalkForwardSpec()
+    gate: GateSpec = GateSpec()
+    shap: ShapSpec = ShapSpec()
+    drift: DriftSpec = DriftSpec()
+    capture: CaptureSpec = CaptureSpec()
+    replay_buffer: ReplayBufferSpec = ReplayBufferSpec()
+    automation: AutomationSpec = AutomationSpec()
+
+    @model_validator(mode="after")
+    def _unique(self) -> "Spec":
+        ids = [e.id for e in self.events]
+        if len(ids) != len(set(ids)):
+            raise ValueError("events: ids must be unique")
+        names = [m.name for m in self.models]
+        if len(names) != len(set(names)):
+            raise ValueError("models: names must be unique")
+        return self
+
+    @property
+    def enabled_models(self) -> list[ModelSpec]:
+        return [m for m in self.models if m.enabled]
+
+    def resolved(self) -> dict[str, Any]:
+        return json.loads(self.model_dump_json())
+
+    @property
+    def spec_hash(self) -> str:
+        payload = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+        parts.append(f"{loc}: {e['msg']}")
+    return f"invalid spec {source}: " + "; ".join(parts)
+
+
+def spec_from_dict(data: dict[str, Any] | None, source: str = "<dict>") -> Spec:
+    try:
+        return Spec.model_validate(data or {})
+    except ValidationError as err:
+        raise SpecError(_format_error(err, source)) from None
+
+
+def load_spec(path: str | os.PathLike[str] | None = None) -> Spec:
+    """Load a spec from YAML; ``None`` reads $REGIME_ASSETS_SPEC or the packaged default."""
+    p = Path(path or os.environ.get(SPEC_ENV) or DEFAULT_SPEC_PATH)
+    if not p.exists():
+        raise SpecError(f"spec file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise SpecError(f"invalid spec {p}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"invalid spec {p}: top level must be a mapping")
+    return spec_from_dict(data, str(p))
+
+
+def dump_spec(spec: Spec) -> str:
+    return yaml.safe_dump(spec.resolved(), sort_keys=False)

@@ -1,0 +1,178 @@
+import datetime as dt
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from regime_assets.core.drift import PSI_EPSILON, DriftError, drift_report, ks, psi, select_windows
+from regime_assets.spec import CLASSES, REGIMES, DriftSpec
+
+DSPEC = DriftSpec()
+
+
+def _frame(rng, n, shift=0.0, regimes=None, start=dt.date(2020, 1, 1)):
+    regimes = regimes or ["normal"] * n
+    return pl.DataFrame({
+        "symbol": ["AAA"] * n,
+        "date": pl.date_range(start, start + dt.timedelta(days=n - 1), eager=True),
+        "f_stable": rng.normal(size=n),
+        "f_shift": rng.normal(size=n) + shift,
+        "regime": regimes,
+    })
+
+
+def test_psi_hand_computed():
+    ref = np.arange(100, dtype=float)
+    cur = np.zeros(50)  # everything in the first quartile bin
+    r = np.array([0.25, 0.25, 0.25, 0.25])
+    c = np.array([1.0, PSI_EPSILON, PSI_EPSILON, PSI_EPSILON])
+    expected = float(np.sum((c - r) * np.log(c / r)))
+    assert psi(ref, cur, bins=4) == pytest.approx(expected, rel=1e-12)
+
+
+def test_psi_zero_on_same_sample_and_large_on_shift():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=5000)
+    assert psi(x, x, 10) == 0.0
+    assert psi(x, rng.normal(size=5000), 10) < DSPEC.psi_moderate
+    assert psi(x, rng.normal(size=5000) + 1.0, 10) > DSPEC.psi_major
+
+
+def test_psi_drops_nan_and_handles_empty():
+    rng = np.random.default_rng(1)
+    ref, cur = rng.normal(size=1000), rng.normal(size=300) + 0.3
+    with_nan = np.concatenate([cur, [np.nan, np.nan]])
+    assert psi(ref, with_nan, 10) == pytest.approx(psi(ref, cur, 10))
+    assert math.isnan(psi(ref, np.array([np.nan]), 10))
+    assert math.isnan(psi(np.array([]), cur, 10))
+    with pytest.raises(DriftError, match="bins"):
+        psi(ref, cur, 1)
+
+
+def test_psi_constant_reference_is_finite():
+    ref = np.ones(100)
+    assert psi(ref, np.ones(10), 10) == 0.0
+    assert psi(ref, np.full(10, 2.0), 10) > DSPEC.psi_major
+
+
+def test_ks_matches_scipy():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=400), rng.normal(size=300) + 0.2
+    assert ks(a, b) == pytest.approx(stats.ks_2samp(a, b).statistic)
+    assert ks(a, a) == 0.0
+    assert math.isnan(ks(a, np.array([])))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=200),
+       st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=200),
+       st.integers(2, 12))
+def test_psi_non_negative(ref, cur, bins):
+    v = psi(np.array(ref), np.array(cur), bins)
+    assert v >= -1e-12 and np.isfinite(v)
+
+
+def test_drift_report_levels_and_order():
+    rng = np.random.default_rng(3)
+    ref, cur = _frame(rng, 3000), _frame(rng, 400, shift=1.5)
+    table, summary = drift_report(ref, cur, ["f_stable", "f_shift"], DSPEC, None, None)
+    assert table.columns == ["feature", "psi", "ks", "level"]
+    rows = {r["feature"]: r for r in table.iter_rows(named=True)}
+    assert table.get_column("feature")[0] == "f_shift"
+    assert rows["f_shift"]["level"] == "major" and rows["f_stable"]["level"] == "none"
+    assert rows["f_shift"]["ks"] > rows["f_stable"]["ks"]
+    assert summary["top_features"][0] == "f_shift"
+    assert summary["n_major"] == 1 and summary["n_features"] == 2
+    expected_feature = np.mean([min(rows[f]["psi"] / DSPEC.psi_major, 1.0) for f in rows])
+    assert summary["feature_score"] == pytest.approx(expected_feature)
+    assert summary["n_reference"] == 3000 and summary["n_current"] == 400
+
+
+def test_regime_score_and_weight_redistribution():
+    rng = np.random.default_rng(4)
+    ref = _frame(rng, 1000)  # all normal
+    cur = _frame(rng, 200, regimes=["crash"] * 100 + ["normal"] * 100)
+    _, s = drift_report(ref, cur, ["f_stable"], DSPEC, None, None)
+    assert s["regime_score"] == pytest.approx(0.5)
+    assert s["prediction_available"] is False and s["prediction_score"] == 0.0
+    w = DSPEC.score_weights
+    expected = (w["feature"] * s["feature_score"] + w["regime"] * 0.5) / (w["feature"] + w["regime"])
+    assert s["score"] == pytest.approx(expected)
+    assert sum(s["weights"].values()) == pytest.approx(1.0) and s["weights"]["prediction"] == 0.0
+    assert s["regime_shares_current"]["crash"] == pytest.approx(0.5)
+    assert set(s["regime_shares_reference"]) == set(REGIMES)
+
+
+def test_prediction_drift_probabilities_and_classes_agree():
+    rng = np.random.default_rng(5)
+    ref, cur = _frame(rng, 300), _frame(rng, 100)
+    ref_cls = np.array(["hold"] * 300)
+    cur_cls = np.array(["sell"] * 25 + ["hold"] * 75)
+    _, s1 = drift_report(ref, cur, ["f_stable"], DSPEC, ref_cls, cur_cls)
+    eye = np.eye(len(CLASSES))
+    ref_p = eye[[CLASSES.index(c) for c in ref_cls]] * 0.8 + 0.2 / 3
+    cur_p = eye[[CLASSES.index(c) for c in cur_cls]] * 0.8 + 0.2 / 3
+    _, s2 = drift_report(ref, cur, ["f_stable"], DSPEC, ref_p, cur_p)
+    assert s1["prediction_score"] == pytest.approx(0.25) == s2["prediction_score"]
+    w = DSPEC.score_weights
+    expected = w["feature"] * s1["feature_score"] + w["regime"] * s1["regime_score"] + w["prediction"] * 0.25
+    assert s1["score"] == pytest.approx(expected)
+    assert s1["above_threshold"] == (s1["score"] >= DSPEC.retrain_threshold)
+
+
+def test_drift_report_bad_inputs():
+    rng = np.random.default_rng(6)
+    ref, cur = _frame(rng, 100), _frame(rng, 50)
+    with pytest.raises(DriftError, match="f_missing"):
+        drift_report(ref, cur, ["f_missing"], DSPEC)
+    with pytest.raises(DriftError, match="current window has no rows"):
+        drift_report(ref, cur.head(0), ["f_stable"], DSPEC)
+    with pytest.raises(DriftError, match="bogus"):
+        drift_report(ref, cur.with_columns(pl.lit("bogus").alias("regime")), ["f_stable"], DSPEC)
+    with pytest.raises(DriftError, match="ref_pred has 3 rows"):
+        drift_report(ref, cur, ["f_stable"], DSPEC, np.zeros(3, dtype=int), np.zeros(50, dtype=int))
+    with pytest.raises(DriftError, match="unknown classes"):
+        drift_report(ref, cur, ["f_stable"], DSPEC, np.array(["up"] * 100), np.array(["hold"] * 50))
+
+
+def test_all_null_feature_is_left_out_of_score():
+    rng = np.random.default_rng(7)
+    ref, cur = _frame(rng, 500), _frame(rng, 100, shift=2.0)
+    cur_null = cur.with_columns(pl.lit(None, dtype=pl.Float64).alias("f_stable"))
+    table, s = drift_report(ref, cur_null, ["f_stable", "f_shift"], DSPEC)
+    row = table.filter(pl.col("feature") == "f_stable").row(0, named=True)
+    assert row["psi"] is None and row["level"] == "none"
+    assert s["feature_score"] == pytest.approx(1.0)  # only f_shift counts, and it is fully major
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(0, 5), st.integers(0, 100), st.integers(20, 200))
+def test_score_in_unit_interval(shift, n_crash, n_cur):
+    rng = np.random.default_rng(n_cur)
+    ref = _frame(rng, 300)
+    k = min(n_crash, n_cur)
+    cur = _frame(rng, n_cur, shift=shift, regimes=["crash"] * k + ["normal"] * (n_cur - k))
+    pred_ref = rng.integers(0, 3, size=300)
+    pred_cur = np.full(n_cur, 2)
+    _, s = drift_report(ref, cur, ["f_stable", "f_shift"], DSPEC, pred_ref, pred_cur)
+    for key in ("feature_score", "regime_score", "prediction_score", "score"):
+        assert 0.0 <= s[key] <= 1.0
+
+
+def test_select_windows_boundaries_point_in_time():
+    dates = pl.date_range(dt.date(2020, 1, 1), dt.date(2020, 12, 31), eager=True)
+    df = pl.DataFrame({"date": dates, "x": np.arange(len(dates))})
+    as_of = dt.date(2020, 6, 30)
+    ref, cur = select_windows(df, as_of, dt.date(2020, 1, 1), dt.date(2020, 12, 31), 4)
+    assert cur.get_column("date").min() == as_of - dt.timedelta(weeks=4) + dt.timedelta(days=1)
+    assert cur.get_column("date").max() == as_of
+    assert cur.height == 28
+    assert ref.get_column("date").max() == as_of  # reference clipped at as_of
+    ref2, _ = select_windows(df, as_of, dt.date(2020, 1, 1), dt.date(2020, 3, 31), 4)
+    assert ref2.get_column("date").max() == dt.date(2020, 3, 31) and ref2.get_column("date").min() == dt.date(2020, 1, 1)
+    with pytest.raises(DriftError, match="after reference_end"):
+        select_windows(df, as_of, dt.date(2020, 5, 1), dt.date(2020, 1, 1), 4)
