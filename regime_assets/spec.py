@@ -305,6 +305,7 @@ class ReplayBufferSpec(_Strict):
 class AutomationSpec(_Strict):
     schedule_cron: str = "0 21 * * 6"
     timezone: str = "America/New_York"
+    monitoring_cron: str = "30 18 * * 1-5"
     schedule_enabled: bool = True
     sensors_enabled: bool = True
     sensor_interval_seconds: int = Field(default=60, ge=5)

@@ -67,6 +67,25 @@ def test_ks_matches_scipy():
     assert math.isnan(ks(a, np.array([])))
 
 
+def _psi_reference_impl(ref, cur, bins):
+    edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)[1:-1]))
+    r = np.bincount(np.searchsorted(edges, ref, side="left"), minlength=edges.size + 1) / ref.size
+    c = np.bincount(np.searchsorted(edges, cur, side="left"), minlength=edges.size + 1) / cur.size
+    r, c = np.maximum(r, PSI_EPSILON), np.maximum(c, PSI_EPSILON)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # scipy's p-value on 1-row samples; the statistic is fine
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-5, 5), min_size=1, max_size=120),
+       st.lists(st.integers(-5, 5), min_size=1, max_size=120),
+       st.integers(2, 10))
+def test_psi_and_ks_match_plain_implementations_with_ties(ref, cur, bins):
+    r, c = np.array(ref, dtype=float), np.array(cur, dtype=float)
+    assert psi(r, c, bins) == pytest.approx(_psi_reference_impl(r, c, bins), rel=1e-9, abs=1e-12)
+    assert ks(r, c) == pytest.approx(stats.ks_2samp(r, c, method="asymp").statistic, abs=1e-12)
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=200),
        st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=200),
@@ -113,6 +132,12 @@ def test_prediction_drift_probabilities_and_classes_agree():
     ref_cls = np.array(["hold"] * 300)
     cur_cls = np.array(["sell"] * 25 + ["hold"] * 75)
     _, s1 = drift_report(ref, cur, ["f_stable"], DSPEC, ref_cls, cur_cls)
+    _, s_len = drift_report(ref, cur, ["f_stable"], DSPEC, ref_cls[:40], cur_cls)  # lengths need not match
+    assert s_len["prediction_score"] == pytest.approx(0.25)
+    _, s_idx = drift_report(ref, cur, ["f_stable"], DSPEC, np.ones(300, dtype=int), np.array([0] * 25 + [1] * 75))
+    assert s_idx["prediction_score"] == pytest.approx(0.25)
+    _, s_one = drift_report(ref, cur, ["f_stable"], DSPEC, ref_cls, None)  # one side alone is ignored
+    assert s_one["prediction_available"] is False
     eye = np.eye(len(CLASSES))
     ref_p = eye[[CLASSES.index(c) for c in ref_cls]] * 0.8 + 0.2 / 3
     cur_p = eye[[CLASSES.index(c) for c in cur_cls]] * 0.8 + 0.2 / 3
@@ -133,8 +158,10 @@ def test_drift_report_bad_inputs():
         drift_report(ref, cur.head(0), ["f_stable"], DSPEC)
     with pytest.raises(DriftError, match="bogus"):
         drift_report(ref, cur.with_columns(pl.lit("bogus").alias("regime")), ["f_stable"], DSPEC)
-    with pytest.raises(DriftError, match="ref_pred has 3 rows"):
-        drift_report(ref, cur, ["f_stable"], DSPEC, np.zeros(3, dtype=int), np.zeros(50, dtype=int))
+    with pytest.raises(DriftError, match="ref_pred has no rows"):
+        drift_report(ref, cur, ["f_stable"], DSPEC, np.zeros(0, dtype=int), np.zeros(50, dtype=int))
+    with pytest.raises(DriftError, match="3 columns"):
+        drift_report(ref, cur, ["f_stable"], DSPEC, np.ones((5, 2)), np.ones((5, 2)))
     with pytest.raises(DriftError, match="unknown classes"):
         drift_report(ref, cur, ["f_stable"], DSPEC, np.array(["up"] * 100), np.array(["hold"] * 50))
 
@@ -173,6 +200,7 @@ def test_select_windows_boundaries_point_in_time():
     assert cur.height == 28
     assert ref.get_column("date").max() == as_of  # reference clipped at as_of
     ref2, _ = select_windows(df, as_of, dt.date(2020, 1, 1), dt.date(2020, 3, 31), 4)
-    assert ref2.get_column("date").max() == dt.date(2020, 3, 31) and ref2.get_column("date").min() == dt.date(2020, 1, 1)
+    assert ref2.get_column("date").max() == dt.date(2020, 3, 31)
+    assert ref2.get_column("date").min() == dt.date(2020, 1, 1)
     with pytest.raises(DriftError, match="after reference_end"):
         select_windows(df, as_of, dt.date(2020, 5, 1), dt.date(2020, 1, 1), 4)

@@ -64,7 +64,8 @@ def test_regime_shares_plot(regime_labels):
 
 def test_class_balance_plot():
     rng = np.random.default_rng(1)
-    df = pl.DataFrame({"regime": rng.choice(list(REGIMES), 500).tolist(), "label": rng.choice(list(CLASSES), 500).tolist()})
+    df = pl.DataFrame({"regime": rng.choice(list(REGIMES), 500).tolist(),
+                       "label": rng.choice(list(CLASSES), 500).tolist()})
     _check_png(plots.class_balance_plot(df, title="cb"), not_title="cb")
 
 

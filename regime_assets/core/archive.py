@@ -51,11 +51,14 @@ def _check_labeled(labeled: pl.DataFrame) -> None:
     clash = [c for c in EVENT_COLUMNS if c in labeled.columns]
     if clash:
         raise ArchiveError(f"build_archive: labeled_samples already has archive columns {clash}")
-    dup = labeled.select("symbol", "date").filter(pl.struct("symbol", "date").is_duplicated())
-    if dup.height:
-        sym, day = dup.row(0)
+
+
+def _check_unique(part: pl.DataFrame, event_id: str) -> None:
+    dup = part.select("symbol", "date").is_duplicated()
+    if dup.any():
+        sym, day = part.filter(dup).select("symbol", "date").row(0)
         raise ArchiveError(f"build_archive: labeled_samples has duplicate rows for symbol {sym} on {day} "
-                           f"({dup.height} duplicated rows)")
+                           f"(inside event {event_id})")
 
 
 def _check_events(events: list[EventSpec]) -> None:
@@ -81,11 +84,12 @@ def build_archive(labeled: pl.DataFrame, events: list[EventSpec]) -> tuple[pl.Da
 
     lo = labeled.get_column("date").min()
     hi = labeled.get_column("date").max()
-    rows = labeled.filter(pl.col("label").is_not_null()).sort("symbol", "date")
+    rows = labeled.filter(pl.col("label").is_not_null())
     parts: list[pl.DataFrame] = []
     summary: list[dict[str, Any]] = []
     for e in events:
-        part = rows.filter(pl.col("date").is_between(e.start, e.end, closed="both"))
+        part = rows.filter(pl.col("date").is_between(e.start, e.end, closed="both")).sort("symbol", "date")
+        _check_unique(part, e.id)
         n = part.height
         if lo is None or e.end < lo or e.start > hi:
             status = STATUS_OUTSIDE

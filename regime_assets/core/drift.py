@@ -59,11 +59,7 @@ def _ecdf_at_values(sorted_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _psi_sorted(rs: np.ndarray, cs: np.ndarray, bins: int, eps: float) -> float:
     if rs.size == 0 or cs.size == 0:
         return float("nan")
-    # reference quantiles (linear interpolation, as np.quantile) read off the sorted sample
-    pos = np.linspace(0.0, 1.0, bins + 1)[1:-1] * (rs.size - 1)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, rs.size - 1)
-    edges = np.unique(rs[lo] + (rs[hi] - rs[lo]) * (pos - lo))
+    edges = np.unique(np.quantile(rs, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
     # bins (-inf, e1], (e1, e2], ..., (e_last, inf): cumulative counts of values <= each edge
     r = np.diff(np.r_[0, np.searchsorted(rs, edges, side="right"), rs.size]) / rs.size
     c = np.diff(np.r_[0, np.searchsorted(cs, edges, side="right"), cs.size]) / cs.size
@@ -175,6 +171,10 @@ def drift_report(
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Per-feature PSI/KS table (``feature, psi, ks, level``, most drifted first) and a summary dict.
 
+    ``ref_pred`` are the production model's predictions (class probabilities ``(n, 3)`` in CLASSES order, or
+    classes as names or indices) on its own validation data, ``cur_pred`` on the current window; the two need
+    not have the same length. Either being None makes the prediction component unavailable.
+
     The summary holds ``feature_score, regime_score, prediction_score, score, weights`` (the effective ones),
     ``prediction_available, above_threshold, top_features, n_features, n_moderate, n_major, n_reference,
     n_current, regime_shares_reference, regime_shares_current, prediction_shares_reference,
@@ -188,10 +188,9 @@ def drift_report(
             raise DriftError(f"drift_report: the {which} window has no rows")
     if (ref_pred is None) != (cur_pred is None):
         ref_pred = cur_pred = None  # one side alone cannot be compared
-    if ref_pred is not None and len(ref_pred) != reference.height:
-        raise DriftError(f"drift_report: ref_pred has {len(ref_pred)} rows, reference has {reference.height}")
-    if cur_pred is not None and len(cur_pred) != current.height:
-        raise DriftError(f"drift_report: cur_pred has {len(cur_pred)} rows, current has {current.height}")
+    for which, pred in (("ref_pred", ref_pred), ("cur_pred", cur_pred)):
+        if pred is not None and len(pred) == 0:
+            raise DriftError(f"drift_report: {which} has no rows")
 
     psis: list[float] = []
     kss: list[float] = []

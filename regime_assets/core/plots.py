@@ -28,6 +28,7 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
+from matplotlib import dates as mdates  # noqa: E402
 from matplotlib import rc_context  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -50,6 +51,7 @@ DPI = 90
 STYLE = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
          "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False}
 LABEL_CHARS = 28
+EVENT_LABEL_CHARS = 40
 
 
 def _figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:
@@ -76,6 +78,12 @@ def no_data_png(title: str = "", message: str = "no data") -> bytes:
         return _png(fig)
 
 
+def _date_axis(ax: Any) -> None:
+    loc = mdates.AutoDateLocator(maxticks=8)
+    ax.xaxis.set_major_locator(loc)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
+
+
 def png_markdown(png: bytes, alt: str = "chart") -> str:
     """Inline markdown image: ``![alt](data:image/png;base64,...)``."""
     clean = " ".join(str(alt).replace("[", "(").replace("]", ")").split())
@@ -86,8 +94,8 @@ def _pick(df: pl.DataFrame, names: Sequence[str]) -> str | None:
     return next((n for n in names if n in df.columns), None)
 
 
-def _short(name: str) -> str:
-    return name if len(name) <= LABEL_CHARS else name[: LABEL_CHARS - 1] + "~"
+def _short(name: str, limit: int = LABEL_CHARS) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "~"
 
 
 def _regime_order(values: Iterable[str]) -> list[str]:
@@ -133,8 +141,10 @@ def regime_shares_plot(regime_labels: pl.DataFrame, events: Any = None, title: s
             if e < lo or s > hi:
                 continue
             ax.axvspan(s, e + dt.timedelta(days=1), color="black", alpha=0.15, linewidth=0)
-            ax.text(s, 0.98, _short(eid), rotation=90, va="top", ha="right", fontsize=6, color="black")
+            ax.text(s, 0.98, _short(eid, EVENT_LABEL_CHARS), rotation=90, va="top", ha="right", fontsize=6,
+                    color="black")
         ax.set_xlim(lo, hi)
+        _date_axis(ax)
         ax.set_ylim(0, 1)
         ax.set_ylabel("share of symbol-days")
         ax.set_title(title)
@@ -297,7 +307,7 @@ def shap_top_features_plot(shap_long: pl.DataFrame, model: str, top_k: int,
     n = len(regimes)
     height = max(2.5, 0.17 * top_k + 1.0)
     with rc_context(STYLE):
-        fig = _figure((max(FIGSIZE[0], 2.3 * n), height))
+        fig = _figure((max(FIGSIZE[0], 2.8 * n), height))
         axes = fig.subplots(1, n, squeeze=False)[0]
         for ax, r in zip(axes, regimes):
             sub = df.filter(pl.col("regime") == r).sort("_v", descending=True).head(top_k)
@@ -348,15 +358,15 @@ def drift_plot(feature_table: pl.DataFrame, score: float | None, history: pl.Dat
             ax.axvline(dspec.psi_major, color=LEVEL_COLORS["major"], linestyle="--", linewidth=0.8,
                        label=f"major {dspec.psi_major:g}")
             ax.set_xlabel("PSI")
-            ax.legend(loc="lower right", frameon=False)
+            ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=2, frameon=False)
         else:
             ax.axis("off")
             ax.text(0.5, 0.5, "no data", ha="center", va="center", color="#666666", transform=ax.transAxes)
-        ax.set_title(title)
+        ax.set_title(title, loc="left")
         if hist is not None:
             ax2.plot(hist.get_column("date").to_list(), hist.get_column("score").to_numpy(), marker="o",
                      markersize=2.5, color="#1f77b4", linewidth=1)
-            ax2.tick_params(axis="x", rotation=30)
+            _date_axis(ax2)
             ax2.set_title("drift score" + (f" (now {score:.3f})" if has_score else ""))
         else:
             ax2.bar([0], [score if has_score else 0.0], color="#1f77b4", width=0.5)
@@ -401,11 +411,12 @@ def replay_timeline_plot(timeline: pl.DataFrame, threshold: float | None = None,
             for d, ev in df.filter(pl.col("captured_event").is_not_null()).select("as_of", "captured_event") \
                     .iter_rows():
                 ax.axvline(d, color="#2ca02c", linestyle=":", linewidth=1)
-                ax.text(d, 0.98, _short(str(ev)), rotation=90, va="top", ha="right", fontsize=6,
+                ax.text(d, 0.98, _short(str(ev), EVENT_LABEL_CHARS), rotation=90, va="top", ha="right", fontsize=6,
                         transform=ax.get_xaxis_transform())
         finite = y[np.isfinite(y)]
         ax.set_ylim(0, max(1.0, float(finite.max()) if finite.size else 1.0))
         ax.set_ylabel("drift score")
+        _date_axis(ax)
         ax.set_title(title)
         ax.legend(loc="upper left", frameon=False)
         return _png(fig)

@@ -138,11 +138,12 @@ class PurgedWalkForward:
 
     # -- constructors ---------------------------------------------------------------------------------------
     @classmethod
-    def yearly(cls, dates: pl.Series | np.ndarray, start_year: int, test_years: int = 1,
-               train_years: float | None = None, horizon: int = 0, embargo: int = 0,
+    def yearly(cls, dates: pl.Series | np.ndarray, start_year: int, test_years: int,
+               train_years: float | None, horizon: int, embargo: int = 0,
                allow_after: bool = False, end_year: int | None = None) -> "PurgedWalkForward":
         """Test blocks of ``test_years`` calendar years from ``start_year`` to the data's last year
-        (or ``end_year``); each block is trimmed to the trading days it holds, blocks without any are left out."""
+        (or ``end_year``); each block is trimmed to the trading days it holds, blocks without any are left out.
+        ``train_years=None`` trains on all earlier history."""
         if test_years < 1:
             raise SplitError(f"test_years must be >= 1, got {test_years}")
         days = np.unique(to_days(dates))
@@ -163,7 +164,7 @@ class PurgedWalkForward:
         return cls(blocks, horizon=horizon, embargo=embargo, train_years=train_years, allow_after=allow_after)
 
     @classmethod
-    def n_blocks(cls, dates: pl.Series | np.ndarray, n: int, horizon: int = 0, embargo: int = 0,
+    def n_blocks(cls, dates: pl.Series | np.ndarray, n: int, horizon: int, embargo: int = 0,
                  allow_after: bool = False, train_window: int | None = None,
                  train_years: float | None = None) -> "PurgedWalkForward":
         """``n`` folds of contiguous, near-equal runs of trading days.

@@ -1,0 +1,130 @@
+"""Group `monitoring`: the drift report and new rare-event capture."""
+
+from __future__ import annotations
+
+import datetime as dt
+import polars as pl
+from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, MetadataValue, Output, asset
+
+from regime_assets.assets._meta import md, num, plot_md
+from regime_assets.assets.state import captured_events, production_record
+from regime_assets.core import archive as archive_core
+from regime_assets.core import plots
+from regime_assets.core.capture import as_event_specs, find_candidate_events
+from regime_assets.core.drift import drift_report as compute_drift
+from regime_assets.core.monitoring import reference_and_current
+from regime_assets.resources.settings import RegimeSettings
+from regime_assets.resources.warehouse import APPEND_KEY, DEFAULT_SCHEMA, write_table
+
+OWNERS = ["team:quant-research"]
+GROUP = "monitoring"
+KINDS = {"polars", "duckdb"}
+
+
+def _drift_history(context: AssetExecutionContext, limit: int = 60) -> pl.DataFrame:
+    rows = []
+    try:
+        events = context.instance.fetch_materializations(AssetKey("drift_report"), limit=limit).records
+    except Exception:  # an instance without the API: no history
+        events = []
+    for rec in events:
+        mat = rec.asset_materialization
+        if mat is None:
+            continue
+        meta = mat.metadata
+        score = meta.get("drift_score")
+        as_of = meta.get("as_of")
+        if score is None or as_of is None:
+            continue
+        rows.append({"date": dt.date.fromisoformat(str(as_of.value)), "score": float(score.value)})
+    if not rows:
+        return pl.DataFrame(schema={"date": pl.Date, "score": pl.Float64})
+    return pl.DataFrame(rows).unique("date", keep="first").sort("date")
+
+
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
+       description="Drift of the most recent weeks against the production model's training window: per-feature "
+                   "PSI (reference deciles) and KS, regime-mix drift, prediction drift, and one score in [0, 1] "
+                   "(formula in docs/ARCHITECTURE.md). The drift sensor reads `drift_score`.")
+def drift_report(context: AssetExecutionContext, settings: RegimeSettings,
+                 labeled_samples: pl.DataFrame) -> Output[pl.DataFrame]:
+    spec = settings.spec
+    record = production_record(settings)
+    model = None
+    if record is not None:
+        model = settings.model_store.load(record["model_name"], record["version"])
+    ref, cur, ref_pred, cur_pred, info = reference_and_current(labeled_samples, record, model, spec)
+    feats = [c for c in labeled_samples.columns if c.startswith("f_")]
+    table, summary = compute_drift(ref, cur, feats, spec.drift, ref_pred, cur_pred)
+    history = pl.concat([_drift_history(context), pl.DataFrame(
+        {"date": [info["as_of"]], "score": [summary["score"]]})]).unique("date", keep="last").sort("date")
+    meta = {
+        "drift_score": num(round(summary["score"], 6)),
+        "feature_score": num(summary["feature_score"]),
+        "regime_score": num(summary["regime_score"]),
+        "prediction_score": num(summary["prediction_score"]),
+        "retrain_threshold": num(spec.drift.retrain_threshold),
+        "above_threshold": MetadataValue.bool(bool(summary["above_threshold"])),
+        "as_of": MetadataValue.text(str(info["as_of"])),
+        "reference": MetadataValue.text(f"{summary['reference_start']}..{summary['reference_end']} "
+                                        f"({summary['n_reference']} rows; {info['reference_from']})"),
+        "current": MetadataValue.text(f"{summary['current_start']}..{summary['current_end']} "
+                                      f"({summary['n_current']} rows)"),
+        "top_drifted_features": md(table.head(spec.drift.top_features)),
+        "features_major": num(summary["n_major"]),
+        "features_moderate": num(summary["n_moderate"]),
+        "regime_shares": MetadataValue.json({"reference": summary["regime_shares_reference"],
+                                             "current": summary["regime_shares_current"]}),
+        "prediction_shares": MetadataValue.json({"reference": summary["prediction_shares_reference"],
+                                                 "current": summary["prediction_shares_current"]}),
+        "drift_plot": plot_md(plots.png_markdown(plots.drift_plot(table, summary["score"], history),
+                                                 "drift score and top drifted features")),
+        "spec_hash": MetadataValue.text(spec.spec_hash),
+    }
+    out = table.with_columns(pl.lit(info["as_of"]).alias("as_of"), pl.lit(summary["score"]).alias("drift_score"))
+    return Output(out, metadata=meta)
+
+
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
+       metadata={APPEND_KEY: ["event_id"]},
+       description="Events captured by the rule: VIX > 40 for 3+ days, or drift score > 0.25, or crash share > "
+                   "50 % of symbols, over a window overlapping no existing event. Append-only (key event_id); "
+                   "each new event's samples are appended to `rare_event_archive` at once. The new-event sensor "
+                   "starts a retraining run per new event id.")
+def new_rare_events(context: AssetExecutionContext, settings: RegimeSettings, market_context: pl.DataFrame,
+                    regime_labels: pl.DataFrame, drift_report: pl.DataFrame,
+                    labeled_samples: pl.DataFrame) -> Output[pl.DataFrame]:
+    spec = settings.spec
+    as_of = drift_report["as_of"][0] if drift_report.height else regime_labels["date"].max()
+    score = float(drift_report["drift_score"][0]) if drift_report.height else None
+    already = captured_events(settings)
+    existing = list(spec.events) + already
+    cand = find_candidate_events(market_context, regime_labels, score, as_of, existing, spec.capture,
+                                 drift_weeks=spec.drift.current_weeks)
+    cand = cand.with_columns(pl.lit(as_of).alias("captured_as_of"),
+                             pl.lit(context.run_id).alias("captured_by_run"))
+    new_ids = cand["event_id"].to_list()
+    appended = 0
+    if cand.height:
+        rows, _ = archive_core.build_archive(labeled_samples, as_event_specs(cand, as_of))
+        with settings.connect() as conn:
+            appended = write_table(conn, DEFAULT_SCHEMA, "rare_event_archive", rows, archive_core.ARCHIVE_KEY)
+        context.log_event(AssetMaterialization(
+            asset_key="rare_event_archive",
+            description=f"{appended} rows of captured events {new_ids} appended",
+            metadata={"rows_appended": num(appended), "captured_events": MetadataValue.json(new_ids)}))
+    meta = {
+        "new_event_ids": MetadataValue.json(new_ids),
+        "new_events": num(len(new_ids)),
+        "captured_events_total": num(len(already) + len(new_ids)),
+        "archive_rows_appended": num(appended),
+        "as_of": MetadataValue.text(str(as_of)),
+        "drift_score": num(score),
+        "candidates": md(cand),
+        "rule": MetadataValue.text(
+            f"VIX > {spec.capture.vix_level} for >= {spec.capture.vix_days} days, or drift > "
+            f"{spec.capture.drift_score}, or crash share > {spec.capture.crash_share}; no overlap with "
+            f"{len(existing)} existing events"),
+    }
+    context.log.info(f"captured events: {new_ids or 'none'}")
+    return Output(cand, metadata=meta)

@@ -1,0 +1,192 @@
+"""Group `samples`: features, labelled samples, the rare-event archive, the hybrid training set and its
+validation sets, the regime-balanced set and the sample weights."""
+
+from __future__ import annotations
+
+import polars as pl
+from dagster import AssetExecutionContext, Failure, MetadataValue, Output, asset
+
+from regime_assets.assets._meta import base_meta, md, num, plot_md
+from regime_assets.assets.state import captured_events, production_record, recent_labeled
+from regime_assets.core import archive as archive_core
+from regime_assets.core import plots
+from regime_assets.core.features import build_features, feature_catalog
+from regime_assets.core.labels import build_labels
+from regime_assets.core import replay_buffer as replay_core
+from regime_assets.core.sampling import balanced_sample
+from regime_assets.core.training_set import build_training_set, regime_validation_sets as split_validation
+from regime_assets.core.weights import sample_weights as weigh
+from regime_assets.resources.settings import RegimeSettings
+from regime_assets.resources.warehouse import APPEND_KEY
+from regime_assets.spec import EventSpec
+
+OWNERS = ["team:quant-research"]
+GROUP = "samples"
+KINDS = {"polars", "duckdb"}
+
+
+def _features_of(df: pl.DataFrame) -> list[str]:
+    return [c for c in df.columns if c.startswith("f_")]
+
+
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
+       description="Point-in-time features per symbol-day (returns, volatility, drawdown, moving-average gaps, "
+                   "RSI, MACD, Bollinger, beta/relative strength to the index, VIX level/changes/percentile, "
+                   "sector), computed in polars over all symbols at once. Columns f_*.")
+def features(context: AssetExecutionContext, settings: RegimeSettings, raw_prices: pl.DataFrame,
+             market_context: pl.DataFrame, sectors: pl.DataFrame) -> Output[pl.DataFrame]:
+    spec = settings.spec
+    out = build_features(raw_prices, market_context, sectors, spec.features)
+    cat = feature_catalog(spec.features)
+    meta = base_meta(out.select("symbol", "date", "sector", *_features_of(out)[:8]), spec.spec_hash)
+    meta.update({"rows": num(out.height), "feature_count": num(len(_features_of(out))),
+                 "feature_catalog": md(cat, 400)})
+    return Output(out, metadata=meta)
+
+
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
+       description="Features + forward label (buy/hold/sell from the forward return over the spec's horizon) + "
+                   "forward return + regime. Rows whose forward window runs past the data end have a null label "
+                   "and never enter training.")
+def labeled_samples(context: AssetExecutionContext, settings: RegimeSettings, features: pl.DataFrame,
+                    regime_labels: pl.DataFrame, raw_prices: pl.DataFrame) -> Output[pl.DataFrame]:
+    spec = settings.spec
+    out = build_labels(features, regime_labels, spec.labels, raw_prices)
+    labelled = out.filter(pl.col("label").is_not_null())
+    dist = (labelled.group_by("regime", "label").len().pivot(on="label", index="regime", values="len")
+            .fill_null(0).sort("regime"))
+    meta = base_meta(out.select("symbol", "date", "regime", "label", "fwd_return"), spec.spec_hash)
+    meta.update({
+        "rows": num(out.height), "labelled_rows": num(labelled.height),
+        "unlabelled_rows": num(out.height - labelled.height),
+        "last_labelled_date": MetadataValue.text(str(labelled["date"].max()) if labelled.height else "none"),
+        "label_distribution_by_regime": md(dist),
+        "horizon_days": num(spec.labels.horizon),
+    })
+    for cls in ("sell", "hold", "buy"):
+        meta[f"share_{cls}"] = num(round(float((labelled["label"] == cls).mean() or 0.0), 4))
+    return Output(out, metadata=meta)
+
+
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
+       metadata={APPEND_KEY: archive_core.ARCHIVE_KEY},
+       description="The rare-event archive: labelled samples of every symbol inside each event's dates (the "
+                   "spec's seeded events plus captured ones), with event id, regime and weight. Append-only, "
+                   "keyed by (event_id, symbol, date): re-materializing adds nothing already stored.")
+def rare_event_archive(context: AssetExecutionContext, settings: RegimeSettings,
+                       labeled_samples: pl.DataFrame) -> Output[pl.DataFrame]:
+    spec = settings.spec
+    captured = captured_events(settings)
+    events: list[EventSpec] = list(spec.events) + captured
+    rows, summary = archive_core.build_archive(labeled_samples, events)
+    summary = summary.with_columns(
+        pl.col("event_id").is_in([e.id for e in captured]).replace_strict(
+            {True: "captured", False: "seeded"}, return_dtype=pl.Utf8).alias("origin"))
+    meta = base_meta(rows.select("event_id", "symbol", "date", "regime", "label", "event_weight"), spec.spec_hash)
+    meta["events"] = md(summary, 50)
+    meta["events_in_range"] = num(int((summary["status"] == archive_core.STATUS_OK).sum()))
+    meta["events_outside_range"] = num(int((summary["status"] == archive_core.STATUS_OUTSIDE).sum()))
+    for r in summary.iter_rows(named=True):
+        meta[f"rows_{r['event_id']}"] = num(int(r["rows"]))
+    return Output(rows, metadata=meta)
+
+
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
+       description="Worst share (spec) of recent labelled rows by log-loss of the previous production model, "
+                   "read from the registry (so the graph stays acyclic). Empty when there is no production model.")
+def error_replay_buffer(context: AssetExecutionContext, settings: RegimeSettings,
+                              labeled_samples: pl.DataFrame) -> Output[pl.DataFrame]:
+    spec = settings.spec
+    record = production_record(settings)
+    recent = recent_labeled(labeled_samples, spec)
+    if record is None:
+        out = replay_core.empty_like(recent)
+        note = "no production model yet: empty buffer"
+    else:
+        model = settings.model_store.load(record["model_name"], record["version"])
+        proba = model.predict_proba(recent)
+        out = replay_core.error_replay_buffer(recent, proba, spec.replay_buffer)
+        note = f"production model {record['model_name']} {record['version']}"
+    meta = base_meta(out.select([c for c in out.columns if not c.startswith("f_")]), spec.spec_hash)
+    meta["source_model"] = MetadataValue.text(note)
+    meta["rows"] = num(out.height)
+    return Output(out, metadata=meta)
+
+
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
+       description="The hybrid memory: a rolling window up to the as-of date + archive samples + the error "
+                   "replay buffer, each row tagged with its source, split by date into train and validation "
+                   "with the label horizon purged and an embargo after the validation block.")
+def training_set(context: AssetExecutionContext, settings: RegimeSettings, labeled_samples: pl.DataFrame,
+                 rare_event_archive: pl.DataFrame, error_replay_buffer: pl.DataFrame) -> Output[pl.DataFrame]:
+    spec = settings.spec
+    out, info = build_training_set(labeled_samples, rare_event_archive, error_replay_buffer,
+                                   spec.training_set, spec.labels.horizon)
+    n_train = int((out["split"] == "train").sum())
+    if n_train < spec.automation.min_samples:
+        raise Failure(description=(
+            f"refusing to train: the training split has {n_train} rows, below the minimum of "
+            f"{spec.automation.min_samples} (spec automation.min_samples); as-of {info.get('as_of')}"),
+            allow_retries=False)
+    counts = out.group_by("source", "regime", "split").len().sort("source", "regime", "split")
+    meta = base_meta(out.select("symbol", "date", "regime", "label", "source", "split", "event_id"), spec.spec_hash)
+    meta.update({
+        "as_of": MetadataValue.text(str(info.get("as_of"))),
+        "validation_start": MetadataValue.text(str(info.get("validation_start"))),
+        "validation_end": MetadataValue.text(str(info.get("validation_end"))),
+        "train_rows": num(n_train), "validation_rows": num(int((out["split"] == "validation").sum())),
+        "rows_by_source_regime_split": md(counts, 60),
+    })
+    for k in ("purged_rows", "embargoed_rows", "purge_start", "purge_end"):
+        if k in info:
+            meta[k] = num(info[k]) if isinstance(info[k], (int, float)) else MetadataValue.text(str(info[k]))
+    return Output(out, metadata=meta)
+
+
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
+       description="The validation block split into the five regimes; a regime with too few rows is flagged "
+                   "(never dropped silently). Stored as one table with a `regime` column.")
+def regime_validation_sets(context: AssetExecutionContext, settings: RegimeSettings,
+                           training_set: pl.DataFrame) -> Output[pl.DataFrame]:
+    spec = settings.spec
+    sets, summary = split_validation(training_set, spec.training_set.min_regime_rows)
+    out = pl.concat([df for df in sets.values() if df.height], how="vertical_relaxed") if any(
+        df.height for df in sets.values()) else training_set.filter(pl.lit(False))
+    meta = base_meta(out.select("symbol", "date", "regime", "label"), spec.spec_hash)
+    meta["regimes"] = md(summary)
+    for r in summary.iter_rows(named=True):
+        meta[f"rows_{r['regime']}"] = num(int(r["rows"]))
+    flagged = summary.filter(pl.col("flagged"))["regime"].to_list()
+    meta["flagged_regimes"] = MetadataValue.text(", ".join(flagged) or "none")
+    return Output(out, metadata=meta)
+
+
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
+       description="The seeds' 20/40/20/10/10 regime mix (low_vol/normal/high_vol/crash/recovery) drawn from the "
+                   "training split only, seeded, to the spec's target size; short regimes are up-sampled with "
+                   "replacement up to a cap and the shortfall is reported.")
+def balanced_training_set(context: AssetExecutionContext, settings: RegimeSettings,
+                          training_set: pl.DataFrame) -> Output[pl.DataFrame]:
+    spec = settings.spec
+    out, summary = balanced_sample(training_set, spec.balance)
+    meta = base_meta(out.select("row_id", "symbol", "date", "regime", "label", "source"), spec.spec_hash)
+    meta["ratios"] = md(summary)
+    for r in summary.iter_rows(named=True):
+        meta[f"achieved_{r['regime']}"] = num(round(float(r["achieved_ratio"]), 4))
+    meta["class_balance_plot"] = plot_md(plots.png_markdown(plots.class_balance_plot(out), "class balance"))
+    return Output(out, metadata=meta)
+
+
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
+       description="Per balanced row: regime weight (crash 2.0, recovery 1.5, high_vol 1.3, normal 1.0, "
+                   "low_vol 0.8) times the event weight for archive rows, normalised to mean 1.")
+def sample_weights(context: AssetExecutionContext, settings: RegimeSettings,
+                   balanced_training_set: pl.DataFrame) -> Output[pl.DataFrame]:
+    spec = settings.spec
+    out = weigh(balanced_training_set, spec.weights)
+    by = out.group_by("regime", "source").agg(pl.len().alias("rows"), pl.col("weight").mean().alias("mean_weight"),
+                                              pl.col("weight").sum().alias("total_weight")).sort("regime", "source")
+    meta = base_meta(out, spec.spec_hash)
+    meta["weights_by_regime_source"] = md(by)
+    meta["mean_weight"] = num(float(out["weight"].mean()))
+    return Output(out, metadata=meta)

@@ -1,0 +1,171 @@
+"""`regime-assets`: materialize the graph, replay history, open the UI.
+
+    uv run regime-assets materialize [--spec PATH] [--select SELECTION] [--home DIR]
+    uv run regime-assets replay --start 2019-06-01 --end 2020-12-31 --every week
+    uv run regime-assets ui [--port 3000]
+    uv run regime-assets spec [--spec PATH]          # print the resolved spec and its hash
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from regime_assets.resources.warehouse import HOME_ENV, default_home
+from regime_assets.spec import SPEC_ENV, SpecError, dump_spec, load_spec
+
+INSTANCE_YAML = """# Dagster instance for regime_assets (written by `regime-assets`; edit freely).
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 30
+concurrency:
+  pools:
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
+
+
+def prepare_environment(spec: str | None, home: str | None) -> tuple[Path, Path]:
+    """Set REGIME_ASSETS_SPEC / REGIME_ASSETS_HOME / DAGSTER_HOME for this process and its children."""
+    if spec:
+        os.environ[SPEC_ENV] = str(Path(spec).resolve())
+    if home:
+        os.environ[HOME_ENV] = str(Path(home).resolve())
+    home_path = default_home()
+    home_path.mkdir(parents=True, exist_ok=True)
+    os.environ[HOME_ENV] = str(home_path)
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or home_path / "dagster").resolve()
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    cfg = dagster_home / "dagster.yaml"
+    if not cfg.exists():
+        cfg.write_text(INSTANCE_YAML)
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    return home_path, dagster_home
+
+
+def _fail(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as err:
+        return _fail(str(err))
+    home, dagster_home = prepare_environment(args.spec, args.home)
+    from dagster import DagsterInstance
+
+    from regime_assets.definitions import build_definitions
+    from regime_assets.summary import print_summary
+
+    defs = build_definitions(spec_path=os.environ.get(SPEC_ENV), home=str(home))
+    job = defs.resolve_job_def("materialize_all")
+    instance = DagsterInstance.get()
+    t0 = time.perf_counter()
+    selection = args.select
+    tags = {"regime_assets/trigger": "manual"}
+    try:
+        if selection:
+            from dagster import AssetSelection
+
+            sel = AssetSelection.from_string(selection)
+            keys = sel.resolve(defs.resolve_asset_graph())
+            job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys)
+        result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags)
+    except SpecError as err:
+        return _fail(str(err))
+    elapsed = time.perf_counter() - t0
+    if not result.success:
+        msg = _first_failure(result)
+        print(f"error: run {result.run_id} failed: {msg}", file=sys.stderr)
+        return 1
+    print_summary(defs, home, spec, result, elapsed)
+    print(f"run {result.run_id} (DAGSTER_HOME={dagster_home}) finished in {elapsed:.1f} s")
+    return 0
+
+
+def _first_failure(result) -> str:
+    for ev in result.all_events:
+        if ev.is_failure and ev.event_specific_data is not None:
+            err = getattr(ev.event_specific_data, "error", None)
+            step = ev.step_key or ""
+            if err is not None:
+                cause = err
+                while getattr(cause, "cause", None) is not None and "Failure" not in cause.cls_name:
+                    cause = cause.cause
+                text = (cause.message or "").strip().splitlines()
+                return f"{step}: {text[0] if text else cause.cls_name}"
+            return step
+    return "unknown failure"
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as err:
+        return _fail(str(err))
+    from regime_assets.replay import run_replay
+
+    start = dt.date.fromisoformat(args.start)
+    end = dt.date.fromisoformat(args.end)
+    out = Path(args.out) if args.out else default_home() / "replay"
+    run_replay(spec, start, end, args.every, out, verbose=True)
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    prepare_environment(args.spec, args.home)
+    cmd = [sys.executable, "-m", "dagster", "dev", "-m", "regime_assets.definitions", "-h", args.host,
+           "-p", str(args.port)]
+    print("starting:", " ".join(cmd), f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    return subprocess.call(cmd)
+
+
+def cmd_spec(args: argparse.Namespace) -> int:
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as err:
+        return _fail(str(err))
+    print(dump_spec(spec))
+    print(f"# spec_hash: {spec.spec_hash}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="regime-assets", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("materialize", help="materialize the graph (default: all of it) and print a summary")
+    m.add_argument("--spec", help="spec YAML (default: the packaged spec.yaml)")
+    m.add_argument("--select", help="Dagster asset selection, e.g. 'group:samples' or 'key:features+'")
+    m.add_argument("--home", help=f"results folder (default ${HOME_ENV} or .regime_assets/)")
+    m.set_defaults(func=cmd_materialize)
+    r = sub.add_parser("replay", help="step an as-of date through history and print the monitoring timeline")
+    r.add_argument("--spec")
+    r.add_argument("--start", default="2019-06-01")
+    r.add_argument("--end", default="2020-12-31")
+    r.add_argument("--every", default="week", choices=["day", "week", "month"])
+    r.add_argument("--out", help="folder for the timeline CSV and plot")
+    r.set_defaults(func=cmd_replay)
+    u = sub.add_parser("ui", help="open the Dagster UI on this project's instance (127.0.0.1)")
+    u.add_argument("--spec")
+    u.add_argument("--home")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=3000)
+    u.set_defaults(func=cmd_ui)
+    s = sub.add_parser("spec", help="print the resolved spec and its hash")
+    s.add_argument("--spec")
+    s.set_defaults(func=cmd_spec)
+    args = p.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

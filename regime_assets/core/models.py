@@ -1,0 +1,360 @@
+"""Base classifiers: build from a ``ModelSpec``, fit with sample weights, honest out-of-fold predictions.
+
+Every model is trained on the ``f_*`` feature matrix with ``label`` mapped to ``CLASSES`` indices (sell 0, hold 1,
+buy 2) and the row weights of ``sample_weights``. Missing values (null, NaN, +-inf) are filled with the training
+medians, which are stored in the ``FittedModel`` together with the feature list, so prediction on a new frame is
+self-contained. ``FittedModel.predict_proba`` always returns an ``(n, 3)`` array in ``CLASSES`` order; a class that
+was absent from the training rows gets probability 0.
+
+Wrapping: ``scale`` puts a ``StandardScaler`` in front (``Pipeline(scale, model)``), ``calibrate`` wraps the
+estimator in ``CalibratedClassifierCV(method="sigmoid", cv=3)``. Sample weights reach the final estimator in both
+cases: through ``model__sample_weight`` for the pipeline, and ``CalibratedClassifierCV.fit(sample_weight=...)``
+which passes them to every inner fit and to the calibrator. When scikit-learn metadata routing is enabled the
+weights are requested explicitly instead (the scaler is fitted unweighted either way).
+
+Out-of-fold: ``fit_with_oof`` holds out the latest ``inner_holdout_fraction`` of the training dates, purges the
+``horizon`` trading dates before the holdout (their labels look into it), fits on the rest, predicts the holdout,
+then refits on every training row for the final model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import math
+import platform
+import time
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from regime_assets.spec import CLASSES, ModelSpec
+
+CALIBRATION_METHOD = "sigmoid"
+CALIBRATION_CV = 3
+PREDICT_CHUNK_ROWS = 250_000
+PROBA_COLUMNS: tuple[str, ...] = tuple(f"p_{c}" for c in CLASSES)
+OOF_COLUMNS: tuple[str, ...] = ("row_id", "date", "regime", "label", *PROBA_COLUMNS)
+VERSION_PACKAGES: tuple[str, ...] = (
+    "numpy", "polars", "scipy", "scikit-learn", "xgboost", "lightgbm", "shap", "arch", "joblib", "pandas",
+)
+
+
+class ModelError(ValueError):
+    """A model or training frame that cannot be used; the message names what is wrong."""
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def feature_columns(df: pl.DataFrame) -> list[str]:
+    return [c for c in df.columns if c.startswith("f_")]
+
+
+def _tuplify(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_tuplify(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _tuplify(x) for k, x in v.items()}
+    return v
+
+
+def _import_estimator(path: str, model: str) -> type:
+    mod_name, _, cls_name = path.rpartition(".")
+    if not mod_name:
+        raise ModelError(f"model {model}: estimator '{path}' is not a dotted import path")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as err:
+        raise ModelError(f"model {model}: cannot import module '{mod_name}' ({err})") from None
+    cls = getattr(mod, cls_name, None)
+    if cls is None:
+        raise ModelError(f"model {model}: module '{mod_name}' has no attribute '{cls_name}'")
+    return cls
+
+
+def _routing_enabled() -> bool:
+    import sklearn
+
+    return bool(sklearn.get_config().get("enable_metadata_routing", False))
+
+
+def build_estimator(mspec: ModelSpec) -> Any:
+    """The unfitted estimator of a spec: import, params (lists -> tuples), optional calibration and scaling."""
+    cls = _import_estimator(mspec.estimator, mspec.name)
+    params = {k: _tuplify(v) for k, v in mspec.params.items()}
+    try:
+        est = cls(**params)
+    except TypeError as err:
+        raise ModelError(f"model {mspec.name}: bad params for {mspec.estimator} ({err})") from None
+    if mspec.calibrate:
+        from sklearn.calibration import CalibratedClassifierCV
+
+        est = CalibratedClassifierCV(estimator=est, method=CALIBRATION_METHOD, cv=CALIBRATION_CV)
+    if mspec.scale:
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        est = Pipeline([("scale", StandardScaler()), ("model", est)])
+    return est
+
+
+def _fit_weighted(est: Any, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> Any:
+    """Fit with sample weights reaching the final estimator, with or without metadata routing."""
+    from sklearn.pipeline import Pipeline
+
+    if _routing_enabled():
+        from sklearn.calibration import CalibratedClassifierCV
+
+        final = est.steps[-1][1] if isinstance(est, Pipeline) else est
+        if isinstance(est, Pipeline):
+            for _, step in est.steps[:-1]:
+                if hasattr(step, "set_fit_request"):
+                    step.set_fit_request(sample_weight=False)
+        if isinstance(final, CalibratedClassifierCV) and hasattr(final.estimator, "set_fit_request"):
+            final.estimator.set_fit_request(sample_weight=True)
+        if isinstance(est, Pipeline) and hasattr(final, "set_fit_request"):
+            final.set_fit_request(sample_weight=True)
+        return est.fit(X, y, sample_weight=w)
+    if isinstance(est, Pipeline):
+        return est.fit(X, y, **{f"{est.steps[-1][0]}__sample_weight": w})
+    return est.fit(X, y, sample_weight=w)
+
+
+def _nan_medians(X: np.ndarray) -> np.ndarray:
+    if X.shape[0] == 0:
+        return np.zeros(X.shape[1])
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(X, axis=0)
+    return np.where(np.isfinite(med), med, 0.0)
+
+
+def _matrix(df: pl.DataFrame, features: list[str], what: str) -> np.ndarray:
+    missing = [f for f in features if f not in df.columns]
+    if missing:
+        raise ModelError(f"{what}: missing feature columns {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    if not features:
+        raise ModelError(f"{what}: no feature columns")
+    X = df.select(pl.col(features).cast(pl.Float64)).to_numpy()
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    X[~np.isfinite(X)] = np.nan
+    return X
+
+
+def _fill(X: np.ndarray, medians: np.ndarray) -> np.ndarray:
+    bad = np.isnan(X)
+    if bad.any():
+        X = np.where(bad, medians[None, :], X)
+    return X
+
+
+def encode_labels(labels: pl.Series | np.ndarray | list, what: str = "labels") -> np.ndarray:
+    """Map label strings (CLASSES) or codes 0/1/2 to an int array; unknown or null labels raise."""
+    s = labels if isinstance(labels, pl.Series) else pl.Series("label", labels)
+    if s.dtype.is_integer():
+        arr = s.to_numpy()
+        if s.null_count() or ((arr < 0) | (arr >= len(CLASSES))).any():
+            raise ModelError(f"{what}: integer labels must be 0..{len(CLASSES) - 1} without nulls")
+        return arr.astype(np.int64)
+    if s.null_count():
+        raise ModelError(f"{what}: {s.null_count()} null labels (unlabelled rows cannot be used)")
+    codes = s.cast(pl.Utf8).replace_strict(list(CLASSES), list(range(len(CLASSES))), default=None,
+                                           return_dtype=pl.Int64)
+    if codes.null_count():
+        bad = s.filter(codes.is_null()).unique().to_list()[:5]
+        raise ModelError(f"{what}: unknown labels {bad}; expected {list(CLASSES)}")
+    return codes.to_numpy().astype(np.int64)
+
+
+def _check_weights(weights: np.ndarray | None, n: int, model: str) -> np.ndarray:
+    if weights is None:
+        return np.ones(n)
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if w.shape[0] != n:
+        raise ModelError(f"model {model}: {w.shape[0]} sample weights for {n} training rows")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ModelError(f"model {model}: sample weights must be finite and >= 0")
+    if w.sum() <= 0:
+        raise ModelError(f"model {model}: sample weights sum to 0")
+    return w
+
+
+# ----------------------------------------------------------------------------------------------- fitted model
+
+
+class FittedModel:
+    """A fitted estimator with its feature list, training medians and the class codes it knows."""
+
+    def __init__(self, name: str, estimator: Any, features: list[str], medians: np.ndarray,
+                 present: np.ndarray, mspec: ModelSpec | None = None, n_train: int = 0,
+                 fit_seconds: float = 0.0) -> None:
+        self.name = name
+        self.estimator = estimator
+        self.features = list(features)
+        self.medians = np.asarray(medians, dtype=np.float64)
+        self.classes = CLASSES
+        self.present = np.asarray(present, dtype=np.int64)  # CLASSES indices, in estimator output order
+        self.spec = mspec.model_dump() if mspec is not None else None
+        self.shap_kind = mspec.shap if mspec is not None else "none"
+        self.n_train = int(n_train)
+        self.fit_seconds = float(fit_seconds)
+
+    def __repr__(self) -> str:
+        return (f"FittedModel({self.name!r}, features={len(self.features)}, classes={[CLASSES[i] for i in self.present]},"
+                f" n_train={self.n_train})")
+
+    def matrix(self, df: pl.DataFrame) -> np.ndarray:
+        """Median-filled feature matrix of a frame, in this model's feature order."""
+        return _fill(_matrix(df, self.features, f"model {self.name}"), self.medians)
+
+    def predict_proba_matrix(self, X: np.ndarray) -> np.ndarray:
+        """(n, 3) class probabilities in CLASSES order for a median-filled feature matrix."""
+        X = np.asarray(X, dtype=np.float64)
+        out = np.zeros((X.shape[0], len(CLASSES)))
+        if X.shape[0] == 0:
+            return out
+        if self.estimator is None:  # one class in training: constant prediction
+            out[:, self.present[0]] = 1.0
+            return out
+        for start in range(0, X.shape[0], PREDICT_CHUNK_ROWS):
+            part = np.asarray(self.estimator.predict_proba(X[start:start + PREDICT_CHUNK_ROWS]), dtype=np.float64)
+            out[start:start + part.shape[0], self.present] = part
+        out = np.clip(np.nan_to_num(out, nan=0.0), 0.0, None)
+        s = out.sum(axis=1, keepdims=True)
+        return np.where(s > 0, out / np.where(s > 0, s, 1.0), 1.0 / len(CLASSES))
+
+    def predict_proba(self, df: pl.DataFrame) -> np.ndarray:
+        """(n, 3) class probabilities in CLASSES order."""
+        return self.predict_proba_matrix(self.matrix(df))
+
+    # pieces used by the SHAP tables
+    @property
+    def final_estimator(self) -> Any:
+        from sklearn.pipeline import Pipeline
+
+        return self.estimator.steps[-1][1] if isinstance(self.estimator, Pipeline) else self.estimator
+
+    def preprocess(self, X: np.ndarray) -> np.ndarray:
+        """Apply the fitted steps before the final estimator (the scaler) to a median-filled matrix."""
+        from sklearn.pipeline import Pipeline
+
+        if isinstance(self.estimator, Pipeline) and len(self.estimator.steps) > 1:
+            return self.estimator[:-1].transform(X)
+        return X
+
+
+def fit_model(mspec: ModelSpec, train: pl.DataFrame, weights: np.ndarray | None,
+              features: list[str] | None = None) -> FittedModel:
+    """Fit one model on the training rows with their sample weights (aligned with ``train`` row order)."""
+    what = f"model {mspec.name}"
+    if train.height == 0:
+        raise ModelError(f"{what}: empty training frame")
+    if "label" not in train.columns:
+        raise ModelError(f"{what}: training frame has no 'label' column")
+    feats = list(features) if features is not None else feature_columns(train)
+    X = _matrix(train, feats, what)
+    y = encode_labels(train["label"], f"{what} training labels")
+    w = _check_weights(weights, train.height, mspec.name)
+    medians = _nan_medians(X)
+    X = _fill(X, medians)
+    present = np.unique(y[w > 0]) if (w > 0).any() else np.unique(y)
+    keep = np.isin(y, present)
+    t0 = time.perf_counter()
+    if present.size < 2:
+        est = None
+    else:
+        remap = np.full(len(CLASSES), -1, dtype=np.int64)
+        remap[present] = np.arange(present.size)
+        est = build_estimator(mspec)
+        try:
+            _fit_weighted(est, X[keep], remap[y[keep]], w[keep])
+        except ValueError as err:
+            raise ModelError(f"{what}: fit failed ({err})") from err
+    return FittedModel(mspec.name, est, feats, medians, present, mspec, n_train=train.height,
+                       fit_seconds=time.perf_counter() - t0)
+
+
+def oof_frame(rows: pl.DataFrame, proba: np.ndarray) -> pl.DataFrame:
+    """The OOF contract frame: row_id, date, regime, label, p_sell, p_hold, p_buy."""
+    base = rows.select([c for c in OOF_COLUMNS[:4] if c in rows.columns])
+    probs = pl.DataFrame({c: proba[:, i] for i, c in enumerate(PROBA_COLUMNS)}, schema={c: pl.Float64 for c in PROBA_COLUMNS})
+    return pl.concat([base, probs], how="horizontal")
+
+
+def inner_split(dates: pl.Series, inner_holdout_fraction: float, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (fit, holdout): holdout = latest fraction of distinct dates, ``horizon`` dates purged before."""
+    if dates.null_count():
+        raise ModelError(f"training frame: {dates.null_count()} null dates")
+    uniq = dates.unique().sort()
+    n = uniq.len()
+    n_hold = max(1, int(math.ceil(inner_holdout_fraction * n)))
+    if n_hold + horizon >= n:
+        raise ModelError(f"training frame: {n} distinct dates are too few for an inner holdout of {n_hold} dates "
+                         f"and a purge of {horizon} dates")
+    rank = dates.to_frame("date").join(uniq.to_frame("date").with_row_index("k"), on="date", how="left")["k"]
+    k = rank.to_numpy().astype(np.int64)
+    hold_start = n - n_hold
+    return k < hold_start - horizon, k >= hold_start
+
+
+def fit_with_oof(mspec: ModelSpec, train: pl.DataFrame, weights: np.ndarray | None, features: list[str] | None,
+                 inner_holdout_fraction: float, horizon: int) -> tuple[FittedModel, pl.DataFrame]:
+    """Final model on all rows plus honest OOF predictions on the latest dates (columns ``OOF_COLUMNS``)."""
+    for c in ("row_id", "date", "regime", "label"):
+        if c not in train.columns:
+            raise ModelError(f"model {mspec.name}: training frame has no '{c}' column")
+    w = _check_weights(weights, train.height, mspec.name)
+    fit_mask, hold_mask = inner_split(train["date"], inner_holdout_fraction, horizon)
+    if not fit_mask.any():
+        raise ModelError(f"model {mspec.name}: no rows left to fit before the inner holdout")
+    inner = fit_model(mspec, train.filter(pl.Series(fit_mask)), w[fit_mask], features)
+    hold = train.filter(pl.Series(hold_mask))
+    oof = oof_frame(hold, inner.predict_proba(hold))
+    final = fit_model(mspec, train, w, inner.features)
+    return final, oof
+
+
+# ----------------------------------------------------------------------------------------------- provenance
+
+
+def data_hash(frame: pl.DataFrame) -> str:
+    """Stable sha256 (16 hex) of a frame's content, independent of row and column order."""
+    cols = sorted(frame.columns)
+    df = frame.select(cols)
+    if df.height:
+        df = df.sort(cols, nulls_last=True)
+    h = hashlib.sha256()
+    h.update(f"rows={df.height}".encode())
+    for c in cols:
+        s = df[c]
+        h.update(f"|{c}:{s.dtype}|".encode())
+        nulls = s.is_null().to_numpy()
+        h.update(np.packbits(nulls).tobytes())
+        if s.dtype.is_numeric() or s.dtype == pl.Boolean:
+            h.update(s.cast(pl.Float64).fill_null(0.0).to_numpy().tobytes())
+        elif s.dtype.is_temporal():
+            h.update(s.to_physical().cast(pl.Int64).fill_null(0).to_numpy().tobytes())
+        else:
+            try:
+                text = s.cast(pl.Utf8).fill_null("").to_list()
+            except pl.exceptions.PolarsError:
+                text = [repr(x) for x in s.to_list()]
+            h.update("\x1f".join(text).encode())
+    return h.hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of python and the numeric/model libraries (``"missing"`` when not installed)."""
+    out = {"python": platform.python_version()}
+    for p in VERSION_PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = "missing"
+    return out
