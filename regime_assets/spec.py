@@ -250,6 +250,14 @@ class WalkForwardSpec(_Strict):
     max_train_rows: int = Field(default=40_000, ge=1000)
     n_estimators: int = Field(default=150, ge=10, description="Boosting rounds for backtest fits (kept small).")
     leave_one_crisis_out: bool = True
+    meta_models: list[str] = Field(default=["lightgbm", "logreg"],
+                                   description="Models of the backtest meta learner (fitted for the 'full' arm).")
+    model_params: dict[str, dict[str, Any]] = Field(
+        default={"lightgbm": {"num_leaves": 15, "max_bin": 63, "min_child_samples": 100, "colsample_bytree": 0.5}},
+        description="Per-model parameter overrides for backtest fits (applied after n_estimators).")
+    min_train_rows: int = Field(default=1000, ge=1, description="A fold with fewer labelled training rows is skipped.")
+    n_jobs: int = Field(default=2, ge=1, description="Folds fitted in parallel (each fit single-threaded when > 1).")
+    seed: int = Field(default=42, description="Seed of the per-fold draw of at most max_train_rows rows.")
 
 
 class GateSpec(_Strict):

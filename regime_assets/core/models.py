@@ -104,11 +104,15 @@ def build_estimator(mspec: ModelSpec) -> Any:
 def _fit_weighted(est: Any, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> Any:
     """Fit with sample weights reaching the final estimator, with or without metadata routing."""
     from sklearn.pipeline import Pipeline
+    from sklearn.utils.validation import has_fit_parameter
+
+    final = est.steps[-1][1] if isinstance(est, Pipeline) else est
+    if not has_fit_parameter(final, "sample_weight"):
+        raise ModelError(f"{type(final).__name__}.fit does not accept sample_weight")
 
     if _routing_enabled():
         from sklearn.calibration import CalibratedClassifierCV
 
-        final = est.steps[-1][1] if isinstance(est, Pipeline) else est
         if isinstance(est, Pipeline):
             for _, step in est.steps[:-1]:
                 if hasattr(step, "set_fit_request"):
@@ -274,6 +278,8 @@ def fit_model(mspec: ModelSpec, train: pl.DataFrame, weights: np.ndarray | None,
         est = build_estimator(mspec)
         try:
             _fit_weighted(est, X[keep], remap[y[keep]], w[keep])
+        except ModelError as err:
+            raise ModelError(f"{what}: {err}") from None
         except ValueError as err:
             raise ModelError(f"{what}: fit failed ({err})") from err
     return FittedModel(mspec.name, est, feats, medians, present, mspec, n_train=train.height,

@@ -1,0 +1,318 @@
+"""Group `evaluation`: validation predictions, per-regime and per-segment results with intervals, the
+walk-forward backtest, the promotion gate and registry, the production model, and SHAP per regime."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetIn,
+    AssetOut,
+    MetadataValue,
+    Output,
+    asset,
+    asset_check,
+    multi_asset,
+)
+
+from regime_assets.assets._meta import md, num, plot_md
+from regime_assets.assets.state import production_record
+from regime_assets.core import evaluation as ev
+from regime_assets.core import plots
+from regime_assets.core.gate import decide_promotion
+from regime_assets.core.shap_tables import regime_comparison, shap_importance as shap_core
+from regime_assets.core.walk_forward import run_walk_forward
+from regime_assets.resources.settings import RegimeSettings
+from regime_assets.resources.warehouse import APPEND_KEY
+from regime_assets.spec import REGIMES, Spec
+
+OWNERS = ["team:quant-research"]
+GROUP = "evaluation"
+KINDS = {"polars", "duckdb"}
+KEEP = ["symbol", "date", "sector", "regime", "label", "fwd_return"]
+REGISTRY_SCHEMA = {
+    "model_name": pl.Utf8, "version": pl.Utf8, "created_at": pl.Datetime("us", "UTC"), "spec_hash": pl.Utf8,
+    "data_hash": pl.Utf8, "metrics": pl.Utf8, "promoted": pl.Boolean, "reason": pl.Utf8, "as_of": pl.Date,
+    "train_start": pl.Date, "train_end": pl.Date, "validation_start": pl.Date, "validation_end": pl.Date,
+    "features": pl.Utf8, "run_id": pl.Utf8,
+}
+
+
+def _load_models(settings: RegimeSettings, records: dict[str, pl.DataFrame]) -> dict[str, object]:
+    """{asset name: fitted model} (model_* artifacts hold {'model', 'oof'}; the meta-learner is itself)."""
+    out = {}
+    for key, rec in records.items():
+        row = rec.row(0, named=True)
+        art = settings.model_store.load(row["model_name"], row["version"])
+        out[key] = art["model"] if isinstance(art, dict) else art
+    return out
+
+
+def _predict(models: dict[str, object], rows: pl.DataFrame) -> pl.DataFrame:
+    base = rows.select([c for c in KEEP if c in rows.columns]).with_row_index("row_id")
+    frames = []
+    for name, model in models.items():
+        p = np.asarray(model.predict_proba(rows))
+        frames.append(base.with_columns(pl.lit(name).alias("model"), pl.Series("p_sell", p[:, 0]),
+                                        pl.Series("p_hold", p[:, 1]), pl.Series("p_buy", p[:, 2])))
+    return pl.concat(frames, how="vertical_relaxed")
+
+
+def evaluation_assets(spec: Spec) -> list:
+    model_keys = [f"model_{m.name}" for m in spec.enabled_models]
+    ins = {k: AssetIn(k) for k in [*model_keys, "meta_learner"]}
+
+    @asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, ins=ins, pool="warehouse",
+           description="Class probabilities of every model and the meta-learner on the validation block (the "
+                       "same rows for all), the input of every evaluation below.")
+    def validation_predictions(context: AssetExecutionContext, settings: RegimeSettings,
+                               regime_validation_sets: pl.DataFrame, **records: pl.DataFrame) -> Output[pl.DataFrame]:
+        models = _load_models(settings, records)
+        rows = regime_validation_sets.filter(pl.col("label").is_not_null()).sort("symbol", "date")
+        out = _predict(models, rows)
+        return Output(out, metadata={"rows": num(out.height), "models": num(len(models)),
+                                     "validation_rows": num(rows.height),
+                                     "spec_hash": MetadataValue.text(settings.spec.spec_hash)})
+
+    return [validation_predictions, regime_evaluation, segment_evaluation, walk_forward_evaluation,
+            promotion, production_model, shap_importance_factory(spec)]
+
+
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
+       description="Per model (and the meta-learner) x regime and overall: n, accuracy, balanced accuracy, "
+                   "macro-F1, log-loss and the information coefficient, with 95 % intervals from a stationary "
+                   "block bootstrap over dates; baselines (majority class, regime-conditional prior) in the same "
+                   "table.")
+def regime_evaluation(context: AssetExecutionContext, settings: RegimeSettings,
+                      validation_predictions: pl.DataFrame, training_set: pl.DataFrame) -> Output[pl.DataFrame]:
+    spec = settings.spec
+    train = training_set.filter(pl.col("split") == "train").select("label", "regime")
+    long = ev.regime_metrics_with_ci(validation_predictions, spec.evaluation, train=train)
+    wide = ev.metrics_wide(long)
+    meta: dict = {"rows": num(long.height), "spec_hash": MetadataValue.text(spec.spec_hash)}
+    primary = spec.gate.primary_metric
+    overall = long.filter((pl.col("regime") == "overall") & (pl.col("metric") == primary))
+    best = (overall.filter(~pl.col("model").str.starts_with("baseline") & (pl.col("model") != "meta_learner"))
+            .sort("value", descending=primary != "log_loss").head(1))
+    best_name = best["model"][0] if best.height else None
+    show = ["meta_learner", *([best_name] if best_name else []), ev.BASELINE_MAJORITY, ev.BASELINE_REGIME_PRIOR]
+    table = (long.filter(pl.col("model").is_in(show) & pl.col("metric").is_in([primary, "accuracy", "ic"]))
+             .select("model", "regime", "metric", "n", "value", "ci_low", "ci_high"))
+    meta["headline"] = md(table.sort("metric", "regime", "model"), 80)
+    meta["best_single_model"] = MetadataValue.text(str(best_name))
+    for r in overall.iter_rows(named=True):
+        meta[f"{r['model']}_{primary}"] = num(r["value"])
+    for regime in ["overall", *REGIMES]:
+        v = long.filter((pl.col("model") == "meta_learner") & (pl.col("regime") == regime)
+                        & (pl.col("metric") == primary))
+        if v.height:
+            meta[f"meta_{primary}_{regime}"] = num(v["value"][0])
+    meta["all_models"] = md(wide, 80) if wide.height else md(long, 40)
+    meta["metric_bars"] = plot_md(plots.png_markdown(
+        plots.regime_metric_bars(long.filter(pl.col("model").is_in(show)), primary),
+        f"{primary} per regime with 95% CI"))
+    return Output(long, metadata=meta)
+
+
+@asset_check(asset=regime_evaluation, description="Every interval contains its point estimate.")
+def intervals_contain_estimates(regime_evaluation: pl.DataFrame) -> AssetCheckResult:
+    bad = regime_evaluation.filter(pl.col("ci_low").is_not_null() & pl.col("value").is_not_nan() & (
+        (pl.col("ci_low") > pl.col("value") + 1e-9) | (pl.col("ci_high") < pl.col("value") - 1e-9)))
+    return AssetCheckResult(passed=bad.height == 0, severity=AssetCheckSeverity.WARN,
+                            metadata={"bad_rows": num(bad.height)})
+
+
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
+       description="Headline metrics per sector and per symbol for every model on the validation block.")
+def segment_evaluation(context: AssetExecutionContext, settings: RegimeSettings,
+                       validation_predictions: pl.DataFrame) -> Output[pl.DataFrame]:
+    by_sector = ev.segment_metrics(validation_predictions, "sector").rename({"sector": "segment"}).with_columns(
+        pl.lit("sector").alias("segment_type"))
+    by_symbol = ev.segment_metrics(validation_predictions, "symbol").rename({"symbol": "segment"}).with_columns(
+        pl.lit("symbol").alias("segment_type"))
+    out = pl.concat([by_sector, by_symbol], how="vertical_relaxed")
+    meta_rows = out.filter(pl.col("model") == "meta_learner") if "model" in out.columns else out
+    return Output(out, metadata={
+        "rows": num(out.height), "meta_learner_by_sector": md(meta_rows.filter(pl.col("segment_type") == "sector")),
+        "meta_learner_by_symbol": md(meta_rows.filter(pl.col("segment_type") == "symbol"), 40)})
+
+
+@asset(group_name=GROUP, owners=OWNERS, kinds={"lightgbm", "duckdb"}, pool="warehouse",
+       description="Backtest over history with the purged, embargoed walk-forward splitter (a test block per "
+                   "year from the spec's start year, retrained each fold): arms unweighted / regime weights / "
+                   "balanced / regime as a feature / without / with the archive, paired differences per regime "
+                   "with intervals and a plain answer; leave-one-crisis-out for the archive's events.")
+def walk_forward_evaluation(context: AssetExecutionContext, settings: RegimeSettings,
+                            labeled_samples: pl.DataFrame, rare_event_archive: pl.DataFrame) -> Output[pl.DataFrame]:
+    spec = settings.spec
+    res = run_walk_forward(labeled_samples, rare_event_archive, spec)
+    diffs = res.arm_differences
+    sentences = list(res.answer)
+    out = diffs.with_columns(pl.lit(None, dtype=pl.Utf8).alias("sentence"))
+    if "sentence" not in diffs.columns and len(sentences) == diffs.height:
+        out = diffs.with_columns(pl.Series("sentence", sentences))
+    meta = {
+        "folds": md(res.folds, 40), "arm_metrics": md(res.arm_metrics, 80),
+        "answer": MetadataValue.md("\n".join(f"- {s}" for s in sentences)),
+        "arms_plot": plot_md(plots.png_markdown(plots.walk_forward_arms_plot(diffs), "walk-forward arms")),
+        "leave_one_crisis_out": md(res.loco, 60),
+        "spec_hash": MetadataValue.text(spec.spec_hash),
+    }
+    for k, v in (getattr(res, "timings", None) or {}).items():
+        meta[f"seconds_{k}"] = num(v)
+    return Output(out, metadata=meta)
+
+
+def _champion_predictions(settings: RegimeSettings, rows: pl.DataFrame) -> tuple[pl.DataFrame | None, dict | None]:
+    rec = production_record(settings)
+    if rec is None:
+        return None, None
+    try:
+        model = settings.model_store.load(rec["model_name"], rec["version"])
+    except Exception as err:  # a champion whose artifact is gone cannot be compared: say so
+        raise RuntimeError(f"production model {rec['model_name']} {rec['version']} cannot be loaded: {err}") from err
+    model = model["model"] if isinstance(model, dict) else model
+    return _predict({"champion": model}, rows), rec
+
+
+@multi_asset(
+    outs={
+        "promotion_decision": AssetOut(group_name=GROUP, owners=OWNERS, kinds=KINDS,
+                                       description="The gate: challenger vs the production model on the same "
+                                                   "validation rows (paired block bootstrap of the primary metric); "
+                                                   "promote only if better overall and within the margin in every "
+                                                   "regime with enough rows."),
+        "model_versions": AssetOut(group_name=GROUP, owners=OWNERS, kinds=KINDS, metadata={
+            APPEND_KEY: ["model_name", "version"]},
+            description="The registry: one row per decided model version (spec hash, data hash, metrics, "
+                        "promoted, reason). Append-only; versions are never overwritten."),
+    },
+    ins={"meta_learner": AssetIn("meta_learner")},
+    name="promotion", pool="warehouse",
+)
+def promotion(context: AssetExecutionContext, settings: RegimeSettings, validation_predictions: pl.DataFrame,
+              regime_evaluation: pl.DataFrame, training_set: pl.DataFrame, meta_learner: pl.DataFrame):
+    spec = settings.spec
+    primary = spec.gate.primary_metric
+    if spec.gate.challenger == "meta_learner":
+        name = "meta_learner"
+    else:
+        o = regime_evaluation.filter((pl.col("regime") == "overall") & (pl.col("metric") == primary)
+                                     & ~pl.col("model").str.starts_with("baseline")
+                                     & (pl.col("model") != "meta_learner"))
+        name = o.sort("value", descending=primary != "log_loss")["model"][0]
+    challenger = validation_predictions.filter(pl.col("model") == name)
+    rows = training_set.filter(pl.col("split") == "validation").filter(
+        pl.col("label").is_not_null()).sort("symbol", "date")
+    champ, champ_rec = _champion_predictions(settings, rows)
+    n_train = int((training_set["split"] == "train").sum())
+    # paired on (symbol, date): both frames hold the same validation rows
+    decision = decide_promotion(challenger.drop("model", "row_id"),
+                                None if champ is None else champ.drop("model", "row_id"),
+                                spec.gate, n_train, spec.evaluation)
+    reason = "; ".join(decision["reasons"])
+    ch_rec = (meta_learner if name == "meta_learner" else None)
+    version = ch_rec["version"][0] if ch_rec is not None else None
+    model_name = "meta_learner" if name == "meta_learner" else name
+    if version is None:
+        version = settings.model_store.latest(model_name)
+    train_rows = training_set.filter(pl.col("split") == "train")
+    val = rows
+    overall = regime_evaluation.filter((pl.col("model") == name) & (pl.col("regime") == "overall"))
+    metrics = {r["metric"]: r["value"] for r in overall.iter_rows(named=True)}
+    now = dt.datetime.now(dt.UTC)
+    decision_row = pl.DataFrame([{
+        "challenger": model_name, "challenger_version": version, "primary_metric": primary,
+        "challenger_score": decision["challenger_value"] if decision["challenger_value"] is not None
+        else metrics.get(primary),
+        "champion": None if champ_rec is None else champ_rec["model_name"],
+        "champion_version": None if champ_rec is None else champ_rec["version"],
+        "champion_score": decision["champion_value"], "improvement": decision["overall_diff"],
+        "ci_low": decision["ci"][0], "ci_high": decision["ci"][1], "promoted": bool(decision["promote"]),
+        "reason": reason, "metrics": json.dumps(metrics), "decided_at": now, "n_train": n_train,
+    }])
+    registry_row = pl.DataFrame([{
+        "model_name": model_name, "version": version, "created_at": now, "spec_hash": spec.spec_hash,
+        "data_hash": meta_learner["data_hash"][0], "metrics": json.dumps(metrics),
+        "promoted": bool(decision["promote"]), "reason": reason, "as_of": training_set["date"].max(),
+        "train_start": train_rows["date"].min(), "train_end": train_rows["date"].max(),
+        "validation_start": val["date"].min(), "validation_end": val["date"].max(),
+        "features": meta_learner["features"][0], "run_id": context.run_id,
+    }], schema=REGISTRY_SCHEMA)
+    per = decision["per_regime"]
+    yield Output(decision_row, output_name="promotion_decision", metadata={
+        "promoted": MetadataValue.bool(bool(decision["promote"])), "reason": MetadataValue.text(reason),
+        "challenger": MetadataValue.text(f"{model_name} {version}"),
+        "champion": MetadataValue.text("none" if champ_rec is None else
+                                       f"{champ_rec['model_name']} {champ_rec['version']}"),
+        "primary_metric": MetadataValue.text(primary),
+        "improvement": num(decision["overall_diff"]), "per_regime": md(per),
+    })
+    yield Output(registry_row, output_name="model_versions", metadata={"version": MetadataValue.text(version)})
+
+
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
+       deps=["model_versions"],
+       description="The current production model: the registry's latest promoted version (one row), with its "
+                   "training and validation windows; the replay buffer and drift report read it.")
+def production_model(context: AssetExecutionContext, settings: RegimeSettings,
+                     promotion_decision: pl.DataFrame) -> Output[pl.DataFrame]:
+    rec = production_record(settings)
+    if rec is None:
+        out = pl.DataFrame(schema={**REGISTRY_SCHEMA, "evaluated_as": pl.Utf8})
+        return Output(out, metadata={"model": MetadataValue.text("none promoted yet")})
+    rec = {k: rec.get(k) for k in REGISTRY_SCHEMA}
+    rec["features"] = json.dumps(rec["features"]) if isinstance(rec["features"], list) else rec["features"]
+    out = pl.DataFrame([rec], schema=REGISTRY_SCHEMA).with_columns(pl.lit(rec["model_name"]).alias("evaluated_as"))
+    d = promotion_decision.row(0, named=True)
+    return Output(out, metadata={
+        "model": MetadataValue.text(f"{rec['model_name']} {rec['version']}"),
+        "promoted_this_run": MetadataValue.bool(bool(d.get("promoted"))),
+        "reason": MetadataValue.text(str(rec["reason"])),
+        "spec_hash": MetadataValue.text(str(rec["spec_hash"])),
+        "metrics": MetadataValue.json(json.loads(rec["metrics"] or "{}")),
+    })
+
+
+def shap_importance_factory(spec: Spec):
+    model_keys = [f"model_{m.name}" for m in spec.enabled_models]
+    kinds = {f"model_{m.name}": m.shap for m in spec.enabled_models}
+
+    @asset(name="shap_importance", group_name=GROUP, owners=OWNERS, kinds={"shap", "duckdb"}, pool="warehouse",
+           ins={k: AssetIn(k) for k in model_keys},
+           description="Per model x regime: mean |SHAP| per feature and its rank on a bounded, seeded sample of "
+                       "validation rows (TreeExplainer for trees, LinearExplainer for linear models, a permutation "
+                       "explainer on a small sample for the SVM and MLP); a status row per model x regime.")
+    def shap_importance(context: AssetExecutionContext, settings: RegimeSettings,
+                        regime_validation_sets: pl.DataFrame, **records: pl.DataFrame) -> Output[pl.DataFrame]:
+        sspec = settings.spec.shap
+        models = _load_models(settings, records)
+        frames = {r: regime_validation_sets.filter(pl.col("regime") == r) for r in REGIMES}
+        tables, statuses = [], []
+        for key, fitted in models.items():
+            t, s = shap_core(fitted, frames, sspec, kinds.get(key))
+            tables.append(t)
+            statuses.append(s)
+        table = pl.concat(tables, how="vertical_relaxed")
+        status = pl.concat(statuses, how="vertical_relaxed")
+        comp = regime_comparison(table, sspec.top_k)
+        top = table.filter(pl.col("rank") <= 5).sort("model", "regime", "rank")
+        meta = {
+            "rows": num(table.height), "status": md(status, 60), "regime_comparison": md(comp, 40),
+            "top5_per_model_regime": md(top, 80),
+            "seconds_total": num(round(float(status["seconds"].sum()), 2)),
+        }
+        for key in models:
+            name = key.removeprefix("model_")
+            meta[f"plot_{name}"] = plot_md(plots.png_markdown(plots.shap_top_features_plot(
+                table, name if table.filter(pl.col("model") == name).height else key, sspec.top_k),
+                f"SHAP top features per regime: {name}"))
+        return Output(table, metadata=meta)
+
+    return shap_importance

@@ -1,0 +1,411 @@
+"""Point-in-time features per symbol-day, computed in polars over all symbols at once.
+
+Conventions (every window counts trading rows of the symbol, or of the index for market features):
+
+* returns are **log** returns: ``f_ret_w = ln(close_t / close_{t-w})``; daily return ``r_t = ln(close_t/close_{t-1})``;
+* volatility is the sample standard deviation (ddof=1) of the last ``w`` daily returns, annualised by
+  ``sqrt(TRADING_DAYS)``;
+* RSI uses **Wilder** smoothing: an exponential mean with ``alpha = 1/w`` (no bias adjustment, started at the
+  symbol's first price change) of the up and down moves of the close; ``RSI = 100 * up / (up + down)``, 50 when
+  both are 0;
+* MACD is 12/26/9 (exponential means with ``span``, no bias adjustment), divided by the close;
+* Bollinger position is the z-score of the close against its ``w``-day mean and population std (ddof=0);
+* beta/correlation/idiosyncratic vol regress the symbol's daily log return on the index's over ``w`` rows;
+* cross-sectional ranks are ``(rank - 0.5) / n`` among the symbols that have the value on that date (in (0, 1)).
+
+A value at date t uses rows up to t only. Warm-up rows (fewer rows than the window needs) are null and kept;
+so are values from a division by zero (no NaN or inf is ever returned). Market features (index, VIX) are
+computed on the market-context series and joined by date; symbol rows on dates the market context lacks get
+null market features. Volume features exist only when ``prices`` has a ``volume`` column.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from regime_assets.spec import FeatureSpec
+
+TRADING_DAYS = 252  # annualisation convention (as in core.market)
+MACD_FAST, MACD_SLOW, MACD_SIGNAL = 12, 26, 9  # the classic MACD parameters (FeatureSpec has no field for them)
+PREFIX = "f_"
+KEY_COLUMNS = ("symbol", "date", "sector", "sector_code")
+UNKNOWN_SECTOR = "unknown"
+_ANN = math.sqrt(TRADING_DAYS)
+_XS_BLOCK = 1 << 18  # matrix cells ranked per block (performance only)
+
+
+class FeatureError(ValueError):
+    """Inputs that features cannot be computed from; the message names the frame, column, symbol or date."""
+
+
+@dataclass(frozen=True)
+class _Feat:
+    name: str
+    window: int | None
+    description: str
+    expr: pl.Expr
+
+
+def feature_columns(df: pl.DataFrame) -> list[str]:
+    """The feature columns of a frame (named ``f_*``)."""
+    return [c for c in df.columns if c.startswith(PREFIX)]
+
+
+# --------------------------------------------------------------------------------------------------- windows
+
+
+def _windows(fspec: FeatureSpec, field: str, lowest: int) -> list[int]:
+    ws = getattr(fspec, field)
+    ws = [ws] if isinstance(ws, int) else list(ws)
+    bad = [w for w in ws if w < lowest]
+    if bad:
+        raise FeatureError(f"features.{field}: every window must be >= {lowest}, got {bad}")
+    return sorted(set(ws))
+
+
+def _pairs(ws: list[int]) -> list[tuple[int, int]]:
+    """Consecutive pairs plus every window against the longest (short / long)."""
+    out = list(zip(ws[:-1], ws[1:]))
+    out += [(a, ws[-1]) for a in ws[:-2]]
+    return out
+
+
+@dataclass(frozen=True)
+class _W:
+    ret: list[int]
+    vol: list[int]
+    ma: list[int]
+    dd: list[int]
+    rsi: list[int]
+    bb: list[int]
+    beta: list[int]
+    vix_chg: list[int]
+    vix_pct: int
+
+
+def _all_windows(fspec: FeatureSpec) -> _W:
+    return _W(
+        ret=_windows(fspec, "return_windows", 1),
+        vol=_windows(fspec, "vol_windows", 2),
+        ma=_windows(fspec, "ma_windows", 1),
+        dd=_windows(fspec, "drawdown_windows", 1),
+        rsi=_windows(fspec, "rsi_windows", 1),
+        bb=_windows(fspec, "bollinger_windows", 2),
+        beta=_windows(fspec, "beta_windows", 3),
+        vix_chg=_windows(fspec, "vix_change_windows", 1),
+        vix_pct=_windows(fspec, "vix_percentile_window", 2)[0],
+    )
+
+
+# ----------------------------------------------------------------------------------------------- definitions
+
+S = "symbol"
+
+
+def _sym(e: pl.Expr) -> pl.Expr:
+    return e.over(S)
+
+
+def _market_defs(w: _W) -> list[_Feat]:
+    """Features of the market-context series (one row per date, sorted by date)."""
+    ic, vix = pl.col("_ic"), pl.col("vix")
+    feats = [_Feat(f"f_mkt_ret_{n}", n, f"index log return over {n} days", (ic / ic.shift(n)).log())
+             for n in w.ret]
+    feats += [_Feat(f"f_mkt_vol_{n}", n, f"index realized vol over {n} days (annualised)",
+                    pl.col("_m").rolling_std(n, min_samples=n) * _ANN) for n in w.vol]
+    feats += [_Feat(f"f_mkt_dd_{n}", n, f"index drawdown from its {n}-day high",
+                    ic / ic.rolling_max(n, min_samples=n) - 1.0) for n in w.dd]
+    feats.append(_Feat("f_vix", None, "VIX level (real, else proxy)", vix))
+    feats += [_Feat(f"f_vix_chg_{n}", n, f"VIX log change over {n} days", (vix / vix.shift(n)).log())
+              for n in w.vix_chg]
+    feats.append(_Feat(f"f_vix_pctile_{w.vix_pct}", w.vix_pct,
+                       f"share of the last {w.vix_pct} VIX values (incl. today) <= today's", pl.col("_vix_pct")))
+    feats.append(_Feat("f_vix_is_real", None, "1 if the VIX value is real, 0 if proxy",
+                       (pl.col("vix_source") == "real").cast(pl.Float64)))
+    feats += [_Feat(f"f_vix_premium_{n}", n, f"VIX/100 minus index realized vol over {n} days",
+                    vix / 100.0 - pl.col("_m").rolling_std(n, min_samples=n) * _ANN) for n in w.vol]
+    return feats
+
+
+def _temp_stages(w: _W, has_volume: bool) -> list[list[pl.Expr]]:
+    """Intermediate per-symbol columns (named ``_*``), in dependency order; dropped from the output."""
+    c, r = pl.col("close"), pl.col("_r")
+    s1 = [_sym((c / c.shift(1)).log()).alias("_r"), _sym(c.diff()).alias("_d")]
+    ema_f = c.ewm_mean(span=MACD_FAST, adjust=False, min_samples=MACD_SLOW)
+    ema_s = c.ewm_mean(span=MACD_SLOW, adjust=False, min_samples=MACD_SLOW)
+    s2 = [_sym(c.rolling_mean(n, min_samples=n)).alias(f"_ma_{n}") for n in sorted(set(w.ma) | set(w.bb))]
+    s2 += [_sym(c.rolling_std(n, min_samples=n, ddof=0)).alias(f"_sd0_{n}") for n in w.bb]
+    s2 += [_sym(r.rolling_std(n, min_samples=n)).alias(f"_vol_{n}") for n in w.vol]
+    s2 += [
+        pl.col("_d").clip(lower_bound=0.0).alias("_up"),
+        (-pl.col("_d")).clip(lower_bound=0.0).alias("_dn"),
+        _sym(ema_f - ema_s).alias("_macd"),
+        # paired daily returns of the symbol and the index (both present) for beta/correlation
+        pl.when(pl.col("_m").is_not_null()).then(r).alias("_rb"),
+        pl.when(r.is_not_null()).then(pl.col("_m")).alias("_mb"),
+    ]
+    if has_volume:
+        s2.append(pl.col("_v").log1p().alias("_lv"))
+    s3 = [_sym(pl.col("_macd").ewm_mean(span=MACD_SIGNAL, adjust=False, min_samples=MACD_SIGNAL)).alias("_macd_sig")]
+    for n in w.rsi:
+        s3 += [_sym(pl.col(f"_{k}").ewm_mean(alpha=1.0 / n, adjust=False, min_samples=n)).alias(f"_{k}_{n}")
+               for k in ("up", "dn")]
+    rb, mb = pl.col("_rb"), pl.col("_mb")
+    for n in w.beta:
+        s3 += [
+            _sym(rb.rolling_mean(n, min_samples=n)).alias(f"_er_{n}"),
+            _sym(mb.rolling_mean(n, min_samples=n)).alias(f"_em_{n}"),
+            _sym((rb * mb).rolling_mean(n, min_samples=n)).alias(f"_erm_{n}"),
+            _sym(rb.rolling_var(n, min_samples=n, ddof=0)).alias(f"_vr_{n}"),
+            _sym(mb.rolling_var(n, min_samples=n, ddof=0)).alias(f"_vm_{n}"),
+        ]
+    if has_volume:
+        v, lv = pl.col("_v"), pl.col("_lv")
+        for n in w.vol:
+            s3 += [_sym(v.rolling_mean(n, min_samples=n)).alias(f"_vmean_{n}"),
+                   _sym(lv.rolling_mean(n, min_samples=n)).alias(f"_lvmean_{n}"),
+                   _sym(lv.rolling_std(n, min_samples=n)).alias(f"_lvstd_{n}")]
+    s4 = [(pl.col(f"_erm_{n}") - pl.col(f"_er_{n}") * pl.col(f"_em_{n}")).alias(f"_cov_{n}") for n in w.beta]
+    return [s1, s2, s3, s4]
+
+
+def _symbol_defs(w: _W, has_volume: bool) -> list[_Feat]:
+    """Features of each symbol's own series (and its joint series with the index)."""
+    c = pl.col("close")
+    feats = [_Feat(f"f_ret_{n}", n, f"log return over {n} days", _sym((c / c.shift(n)).log())) for n in w.ret]
+    feats += [_Feat(f"f_vol_{n}", n, f"realized vol of daily log returns over {n} days (annualised)",
+                    pl.col(f"_vol_{n}") * _ANN) for n in w.vol]
+    feats += [_Feat(f"f_vol_ratio_{a}_{b}", a, f"vol over {a} days / vol over {b} days",
+                    pl.col(f"_vol_{a}") / pl.col(f"_vol_{b}")) for a, b in _pairs(w.vol)]
+    feats += [_Feat(f"f_dd_{n}", n, f"drawdown of the close from its {n}-day high",
+                    c / _sym(c.rolling_max(n, min_samples=n)) - 1.0) for n in w.dd]
+    feats += [_Feat(f"f_rally_{n}", n, f"rise of the close from its {n}-day low",
+                    c / _sym(c.rolling_min(n, min_samples=n)) - 1.0) for n in w.dd]
+    feats += [_Feat(f"f_ma_gap_{n}", n, f"close / {n}-day moving average - 1", c / pl.col(f"_ma_{n}") - 1.0)
+              for n in w.ma]
+    feats += [_Feat(f"f_ma_cross_{a}_{b}", a, f"{a}-day MA / {b}-day MA - 1",
+                    pl.col(f"_ma_{a}") / pl.col(f"_ma_{b}") - 1.0) for a, b in _pairs(w.ma)]
+    for n in w.rsi:
+        up, dn = pl.col(f"_up_{n}"), pl.col(f"_dn_{n}")
+        rsi = pl.when((up + dn) == 0).then(pl.lit(50.0)).otherwise(100.0 * up / (up + dn))
+        feats.append(_Feat(f"f_rsi_{n}", n, f"RSI over {n} days (Wilder smoothing, 0-100)", rsi))
+    line, sig = pl.col("_macd") / c, pl.col("_macd_sig") / c
+    feats += [
+        _Feat("f_macd_line", MACD_SLOW, f"MACD line (EMA{MACD_FAST} - EMA{MACD_SLOW}) / close", line),
+        _Feat("f_macd_signal", MACD_SLOW, f"MACD signal (EMA{MACD_SIGNAL} of the line) / close", sig),
+        _Feat("f_macd_hist", MACD_SLOW, "MACD histogram (line - signal) / close", line - sig),
+    ]
+    for n in w.bb:
+        ma, sd = pl.col(f"_ma_{n}"), pl.col(f"_sd0_{n}")
+        feats.append(_Feat(f"f_bb_z_{n}", n, f"Bollinger position: (close - {n}-day MA) / {n}-day std",
+                           (c - ma) / sd))
+        feats.append(_Feat(f"f_bb_width_{n}", n, f"Bollinger width: {n}-day std / {n}-day MA", sd / ma))
+    if has_volume:
+        for n in w.vol:
+            feats.append(_Feat(f"f_volume_ratio_{n}", n, f"volume / its {n}-day mean",
+                               pl.col("_v") / pl.col(f"_vmean_{n}")))
+            feats.append(_Feat(f"f_volume_z_{n}", n, f"z-score of log(1+volume) over {n} days",
+                               (pl.col("_lv") - pl.col(f"_lvmean_{n}")) / pl.col(f"_lvstd_{n}")))
+    for n in w.beta:
+        cov, var_r, var_m = pl.col(f"_cov_{n}"), pl.col(f"_vr_{n}"), pl.col(f"_vm_{n}")
+        resid = (var_r - cov * cov / var_m).clip(lower_bound=0.0) * (n / (n - 1))
+        feats += [
+            _Feat(f"f_beta_{n}", n, f"beta of daily returns to the index over {n} days", cov / var_m),
+            _Feat(f"f_corr_{n}", n, f"correlation of daily returns with the index over {n} days",
+                  cov / (var_r * var_m).sqrt()),
+            _Feat(f"f_idio_vol_{n}", n, f"residual vol after the index beta over {n} days (annualised)",
+                  resid.sqrt() * _ANN),
+        ]
+    feats += [_Feat(f"f_rs_{n}", n, f"log return minus index log return over {n} days",
+                    pl.col(f"f_ret_{n}") - pl.col(f"f_mkt_ret_{n}")) for n in w.ret]
+    feats += [
+        _Feat("f_dow", None, "day of week (1 = Monday)", pl.col("date").dt.weekday().cast(pl.Float64)),
+        _Feat("f_month", None, "month of year (1-12)", pl.col("date").dt.month().cast(pl.Float64)),
+    ]
+    return feats
+
+
+def _xs_defs(w: _W) -> list[_Feat]:
+    """Cross-sectional ranks per date (same-date values of all symbols); computed by ``_xs_rank``."""
+    feats = [_Feat(f"f_xs_ret_{n}", n, f"cross-sectional rank of f_ret_{n} on the date", pl.col(f"f_ret_{n}"))
+             for n in w.ret]
+    feats += [_Feat(f"f_xs_vol_{n}", n, f"cross-sectional rank of f_vol_{n} on the date", pl.col(f"f_vol_{n}"))
+              for n in w.vol]
+    feats += [_Feat(f"f_xs_dd_{n}", n, f"cross-sectional rank of f_dd_{n} on the date", pl.col(f"f_dd_{n}"))
+              for n in w.dd]
+    return feats
+
+
+def _ordered(w: _W, has_volume: bool) -> tuple[list[_Feat], list[_Feat], list[_Feat]]:
+    return _market_defs(w), _symbol_defs(w, has_volume), _xs_defs(w)
+
+
+def feature_catalog(fspec: FeatureSpec, volume: bool = False) -> pl.DataFrame:
+    """Every feature column ``build_features`` produces, in column order: name, window, description.
+
+    ``volume`` says whether the prices have a ``volume`` column (volume features exist only then).
+    """
+    market, symbol, xs = _ordered(_all_windows(fspec), volume)
+    feats = symbol + market + xs
+    return pl.DataFrame(
+        {"name": [f.name for f in feats], "window": [f.window for f in feats],
+         "description": [f.description for f in feats]},
+        schema={"name": pl.Utf8, "window": pl.Int64, "description": pl.Utf8},
+    )
+
+
+# ------------------------------------------------------------------------------------------------ validation
+
+
+def _require(df: pl.DataFrame, cols: tuple[str, ...], frame: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise FeatureError(f"features: {frame} is missing columns {missing} (has {df.columns})")
+    if "date" in cols and df.schema["date"] != pl.Date:
+        raise FeatureError(f"features: {frame}.date must be pl.Date, got {df.schema['date']}")
+
+
+def _check_inputs(prices: pl.DataFrame, ctx: pl.DataFrame, sectors: pl.DataFrame | None) -> None:
+    _require(prices, ("symbol", "date", "close"), "prices")
+    _require(ctx, ("date", "index_close", "vix", "vix_source"), "market_context")
+    bad = prices.filter(pl.col("symbol").is_null() | pl.col("date").is_null())
+    if bad.height:
+        raise FeatureError(f"features: prices has {bad.height} rows with a null symbol or date")
+    close = pl.col("close").cast(pl.Float64)
+    bad = prices.filter(close.is_null() | ~close.is_finite() | (close <= 0))
+    if bad.height:
+        s, d, v = bad.select("symbol", "date", "close").row(0)
+        raise FeatureError(f"features: prices.close must be finite and > 0; symbol {s} on {d} has {v!r} "
+                           f"({bad.height} bad rows)")
+    dup = prices.filter(pl.struct("symbol", "date").is_duplicated())
+    if dup.height:
+        s, d = dup.select("symbol", "date").row(0)
+        raise FeatureError(f"features: prices has duplicate rows for symbol {s} on {d}")
+    if ctx.get_column("date").is_duplicated().any():
+        d = ctx.filter(pl.col("date").is_duplicated()).get_column("date")[0]
+        raise FeatureError(f"features: market_context has duplicate rows for {d}")
+    ic = pl.col("index_close").cast(pl.Float64)
+    bad = ctx.filter(ic.is_not_null() & (~ic.is_finite() | (ic <= 0)))
+    if bad.height:
+        raise FeatureError(f"features: market_context.index_close must be finite and > 0; "
+                           f"{bad.get_column('date')[0]} has {bad.get_column('index_close')[0]!r}")
+    if sectors is not None:
+        _require(sectors, ("symbol", "sector"), "sectors")
+        dup = sectors.filter(pl.col("symbol").is_duplicated())
+        if dup.height:
+            raise FeatureError(f"features: sectors lists symbol {dup.get_column('symbol')[0]} more than once")
+
+
+# ----------------------------------------------------------------------------------------------------- build
+
+
+def _rolling_share_le_last(values: np.ndarray, window: int) -> np.ndarray:
+    """Share of the last ``window`` values (incl. the current one) <= the current value; NaN in warm-up or
+    when the window holds a missing value."""
+    out = np.full(len(values), np.nan)
+    if len(values) < window:
+        return out
+    win = np.lib.stride_tricks.sliding_window_view(values, window)
+    share = (win <= win[:, -1:]).mean(axis=1)
+    share[np.isnan(win).any(axis=1)] = np.nan
+    out[window - 1:] = share
+    return out
+
+
+def _market_frame(ctx: pl.DataFrame, w: _W, feats: list[_Feat]) -> pl.DataFrame:
+    m = (ctx.select("date", pl.col("index_close").cast(pl.Float64).alias("_ic"), pl.col("vix").cast(pl.Float64),
+                    pl.col("vix_source").cast(pl.Utf8))
+         .sort("date")
+         .with_columns((pl.col("_ic") / pl.col("_ic").shift(1)).log().alias("_m")))
+    pct = _rolling_share_le_last(m.get_column("vix").fill_null(np.nan).to_numpy().astype(float), w.vix_pct)
+    m = m.with_columns(pl.Series("_vix_pct", pct).fill_nan(None))
+    return m.select("date", "_m", *[f.expr.alias(f.name) for f in feats])
+
+
+def _rank_rows(m: np.ndarray) -> np.ndarray:
+    """Per row of ``m``: ``(rank - 0.5) / n`` among the row's non-NaN values (average rank for ties)."""
+    nd, ns = m.shape
+    order = np.argsort(m, axis=1)  # NaN sorts last
+    srt = np.take_along_axis(m, order, axis=1)
+    first = np.ones((nd, ns), dtype=bool)
+    first[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    last = np.ones((nd, ns), dtype=bool)
+    last[:, :-1] = first[:, 1:]
+    # first/last position of each run of equal values; flattened (every row starts and ends a run), which
+    # is much faster than accumulating along short rows
+    flat = np.arange(nd * ns, dtype=np.float64)
+    start = np.maximum.accumulate(np.where(first.ravel(), flat, 0.0))
+    end = np.minimum.accumulate(np.where(last.ravel(), flat, np.inf)[::-1])[::-1]
+    mid = ((start + end) / 2.0).reshape(nd, ns) - (np.arange(nd, dtype=np.float64) * ns)[:, None]
+    count = (~np.isnan(m)).sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rank = (mid + 0.5) / count  # mid is the 0-based average rank
+    rank[np.isnan(srt)] = np.nan
+    out = np.empty_like(m)
+    np.put_along_axis(out, order, rank, axis=1)
+    return out
+
+
+def _xs_rank(values: np.ndarray, di: np.ndarray, si: np.ndarray, nd: int, ns: int) -> np.ndarray:
+    """Cross-sectional rank of each row's value among the rows of its date (NaN stays NaN).
+
+    ``di``/``si`` are the dense date/symbol indices of the rows. Works on a (dates x symbols) matrix, ranked
+    in blocks of dates small enough to stay in cache: a few vectorised sorts instead of one per date.
+    """
+    m = np.full((nd, ns), np.nan)
+    m[di, si] = values
+    step = max(1, _XS_BLOCK // max(ns, 1))
+    for a in range(0, nd, step):
+        m[a:a + step] = _rank_rows(m[a:a + step])
+    return m[di, si]
+
+
+def _finite(name: str) -> pl.Expr:
+    x = pl.col(name)
+    return pl.when(x.is_finite()).then(x).otherwise(None).alias(name)
+
+
+def build_features(prices: pl.DataFrame, market_context: pl.DataFrame, sectors: pl.DataFrame | None,
+                   fspec: FeatureSpec) -> pl.DataFrame:
+    """features: symbol, date, sector, sector_code + the catalog's ``f_*`` columns (Float64), sorted by
+    symbol, date; one row per price row. See the module docstring for the definitions."""
+    _check_inputs(prices, market_context, sectors)
+    w = _all_windows(fspec)
+    has_volume = "volume" in prices.columns
+    market, symbol, xs = _ordered(w, has_volume)
+    mkt = _market_frame(market_context, w, market)
+
+    cols = [pl.col("symbol").cast(pl.Utf8), "date", pl.col("close").cast(pl.Float64)]
+    if has_volume:
+        cols.append(pl.col("volume").cast(pl.Float64).alias("_v"))
+    lf = (prices.lazy().select(cols).sort("symbol", "date")
+          .join(mkt.lazy(), on="date", how="left", maintain_order="left")
+          .with_columns(pl.col("symbol").set_sorted()))  # lets the per-symbol windows use sorted groups
+    for stage in _temp_stages(w, has_volume):
+        lf = lf.with_columns(stage)
+    lf = lf.with_columns(*[f.expr.alias(f.name) for f in symbol if not f.name.startswith("f_rs_")])
+    lf = lf.with_columns(*[f.expr.alias(f.name) for f in symbol if f.name.startswith("f_rs_")])
+
+    if sectors is not None and sectors.height:
+        sec = sectors.select(pl.col("symbol").cast(pl.Utf8), pl.col("sector").cast(pl.Utf8))
+        lf = lf.join(sec.lazy(), on="symbol", how="left", maintain_order="left")
+    else:
+        lf = lf.with_columns(pl.lit(None, dtype=pl.Utf8).alias("sector"))
+    lf = lf.with_columns(pl.col("sector").fill_null(UNKNOWN_SECTOR))
+    base = [f.name for f in symbol + market]
+    out = lf.select("symbol", "date", "sector", *[_finite(n).cast(pl.Float64) for n in base]).collect()
+    if xs:
+        di = out.get_column("date").rank("dense").to_numpy().astype(np.int64) - 1
+        si = out.get_column("symbol").rank("dense").to_numpy().astype(np.int64) - 1
+        nd, ns = (int(di.max()) + 1, int(si.max()) + 1) if out.height else (0, 0)
+        out = out.with_columns(
+            pl.Series(f.name, _xs_rank(out.get_column(f.expr.meta.output_name()).fill_null(np.nan).to_numpy(),
+                                       di, si, nd, ns)).fill_nan(None)
+            for f in xs)
+    codes = {s: i for i, s in enumerate(sorted(out.get_column("sector").unique().to_list()))}
+    code = out.get_column("sector").replace_strict(codes, return_dtype=pl.Int32).alias("sector_code")
+    return out.insert_column(3, code)

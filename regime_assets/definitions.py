@@ -1,0 +1,55 @@
+"""The one Definitions object of the code location: assets, checks, jobs, schedules, sensors, resources.
+
+The spec is read when the definitions load ($REGIME_ASSETS_SPEC, else the packaged spec.yaml) because the
+model list in the spec decides which model assets exist.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import Definitions, in_process_executor, load_asset_checks_from_modules
+
+from regime_assets.assets import evaluation, ingest, monitoring, regimes, runs, samples, training
+from regime_assets.resources.settings import RegimeSettings
+from regime_assets.resources.warehouse import WarehouseIOManager, default_home, warehouse_path
+from regime_assets.sensors.automation import build_jobs, build_schedules, build_sensors
+from regime_assets.spec import SPEC_ENV, load_spec
+
+
+def build_definitions(spec_path: str | None = None, home: str | None = None) -> Definitions:
+    spec_path = spec_path or os.environ.get(SPEC_ENV)
+    spec = load_spec(spec_path)
+    home_path = default_home() if home is None else __import__("pathlib").Path(home).resolve()
+    settings = RegimeSettings(spec_path=spec_path, home=str(home_path))
+    assets = [
+        ingest.ingest_prices, ingest.market_context,
+        regimes.regime_labels,
+        samples.features, samples.labeled_samples, samples.rare_event_archive, samples.error_replay_buffer,
+        samples.training_set, samples.regime_validation_sets, samples.balanced_training_set,
+        samples.sample_weights,
+        *training.training_assets(spec),
+        *evaluation.evaluation_assets(spec),
+        monitoring.drift_report, monitoring.new_rare_events,
+        runs.training_runs,
+    ]
+    checks = load_asset_checks_from_modules([ingest, regimes, samples, evaluation])
+    materialize_all, retrain, monitoring_job = build_jobs(spec)
+    schedules = build_schedules(spec, retrain, monitoring_job)
+    sensors = build_sensors(spec, retrain, runs.failure_recorder(settings), [retrain, materialize_all])
+    home_path.mkdir(parents=True, exist_ok=True)
+    return Definitions(
+        assets=assets,
+        asset_checks=checks,
+        jobs=[materialize_all, retrain, monitoring_job],
+        schedules=schedules,
+        sensors=sensors,
+        resources={
+            "settings": settings,
+            "io_manager": WarehouseIOManager(database=str(warehouse_path(home_path))),
+        },
+        executor=in_process_executor,
+    )
+
+
+defs = build_definitions()

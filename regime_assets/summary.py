@@ -1,0 +1,102 @@
+"""The short summary `regime-assets materialize` prints after a run: rows per asset, regime shares, archive
+events, and the production model's per-regime results with intervals next to the baselines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from regime_assets.resources.warehouse import DEFAULT_SCHEMA, read_table, warehouse_path
+from regime_assets.spec import REGIMES, Spec
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def table_text(df: pl.DataFrame, max_rows: int = 40) -> str:
+    if df.height == 0:
+        return "  (no rows)"
+    cols = df.columns
+    rows = [[_fmt(v) for v in r] for r in df.head(max_rows).iter_rows()]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    line = "  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths))
+    out = [line, "  " + "  ".join("-" * w for w in widths)]
+    out += ["  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+    return "\n".join(out)
+
+
+def asset_rows(result) -> pl.DataFrame:
+    """Rows per materialized asset and the step's wall time, from the run's events."""
+    rows: dict[str, dict] = {}
+    for ev in result.get_asset_materialization_events():
+        mat = ev.event_specific_data.materialization
+        key = mat.asset_key.to_user_string()
+        meta = mat.metadata
+        n = meta.get("row_count") or meta.get("rows")
+        rows[key] = {"asset": key, "rows": int(n.value) if n is not None and not isinstance(n.value, str) else None}
+    return pl.DataFrame(list(rows.values()), schema={"asset": pl.Utf8, "rows": pl.Int64})
+
+
+def production_table(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame | None:
+    ev = read_table(conn, DEFAULT_SCHEMA, "regime_evaluation")
+    prod = read_table(conn, DEFAULT_SCHEMA, "production_model")
+    if ev is None or prod is None or prod.height == 0:
+        return None
+    name = prod["evaluated_as"][0] if "evaluated_as" in prod.columns else "meta_learner"
+    want = [name, "baseline_majority", "baseline_regime_prior"]
+    metric = "balanced_accuracy"
+    t = ev.filter(pl.col("model").is_in(want) & (pl.col("metric") == metric))
+    if t.height == 0:
+        return None
+    t = t.with_columns(pl.format("{} [{}, {}]", pl.col("value").round(3), pl.col("ci_low").round(3),
+                                 pl.col("ci_high").round(3)).alias("cell"))
+    wide = t.pivot(on="model", index="regime", values="cell")
+    order = ["overall", *REGIMES]
+    wide = wide.with_columns(pl.col("regime").replace_strict({r: i for i, r in enumerate(order)}, default=99)
+                             .alias("_o")).sort("_o").drop("_o")
+    return wide.select(["regime", *[c for c in want if c in wide.columns]])
+
+
+def print_summary(defs, home: Path, spec: Spec, result, elapsed: float) -> None:
+    print(f"regime_assets: spec '{spec.name}' ({spec.spec_hash}), source {spec.data.source}, home {home}")
+    print(f"materialized in {elapsed:.1f} s")
+    print("\nrows per asset:")
+    print(table_text(asset_rows(result).sort("asset"), 80))
+    db = warehouse_path(home)
+    if not db.exists():
+        return
+    with duckdb.connect(str(db), read_only=True) as conn:
+        labels = read_table(conn, DEFAULT_SCHEMA, "regime_labels")
+        if labels is not None and labels.height:
+            from regime_assets.core.regimes import regime_shares
+
+            print("\nregime shares (symbol-days):")
+            print(table_text(regime_shares(labels)))
+        arch = read_table(conn, DEFAULT_SCHEMA, "rare_event_archive")
+        if arch is not None and arch.height:
+            print("\nrare-event archive rows per event:")
+            print(table_text(arch.group_by("event_id").len().sort("event_id")))
+        prod = production_table(conn)
+        if prod is not None:
+            p = read_table(conn, DEFAULT_SCHEMA, "production_model")
+            row = p.row(0, named=True)
+            print(f"\nproduction model: {row.get('model_name')} {row.get('version')} "
+                  f"(promoted: {row.get('reason', '')})")
+            print("balanced accuracy on the validation block, 95 % block-bootstrap CI, vs baselines:")
+            print(table_text(prod))
+        dec = read_table(conn, DEFAULT_SCHEMA, "promotion_decision")
+        if dec is not None and dec.height:
+            d = dec.row(0, named=True)
+            print(f"\npromotion decision: promote={d.get('promoted')} — {d.get('reason')}")
+        wf = read_table(conn, DEFAULT_SCHEMA, "walk_forward_evaluation")
+        if wf is not None and wf.height and "sentence" in wf.columns:
+            print("\nwalk-forward arms (paired vs unweighted):")
+            for s in wf["sentence"].unique(maintain_order=True).to_list()[:40]:
+                print("  " + s)
