@@ -98,5 +98,5 @@ def print_summary(defs, home: Path, spec: Spec, result, elapsed: float) -> None:
         wf = read_table(conn, DEFAULT_SCHEMA, "walk_forward_evaluation")
         if wf is not None and wf.height and "sentence" in wf.columns:
             print("\nwalk-forward arms (paired vs unweighted):")
-            for s in wf["sentence"].unique(maintain_order=True).to_list()[:40]:
+            for s in wf["sentence"].drop_nulls().unique(maintain_order=True).to_list()[:40]:
                 print("  " + s)

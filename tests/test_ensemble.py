@@ -3,11 +3,19 @@ import datetime as dt
 import numpy as np
 import polars as pl
 import pytest
+from threadpoolctl import threadpool_limits
 
 from regime_assets.core.ensemble import EnsembleError, MetaLearner, fit_meta
 from regime_assets.core.evaluation import metrics
 from regime_assets.core.models import fit_with_oof
 from regime_assets.spec import CLASSES, REGIMES, MetaSpec, ModelSpec
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Single-threaded native code keeps the tests fast on a busy 2-core machine."""
+    with threadpool_limits(limits=1):
+        yield
 
 LOGREG = ModelSpec(name="logreg", estimator="sklearn.linear_model.LogisticRegression", params={"C": 0.1},
                    scale=True, shap="linear")

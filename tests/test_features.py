@@ -117,8 +117,8 @@ def test_sectors_and_codes(data):
 def test_no_nan_or_inf_and_warmup_nulls(data):
     px, _, f = data
     feats = feature_columns(f)
-    bad = f.select(pl.sum_horizontal(pl.col(feats).is_nan().cast(pl.Int64)).sum()).item()
-    assert bad == 0
+    bad = f.select(pl.sum_horizontal((~pl.col(feats).is_finite()).cast(pl.Int64)).sum()).item()
+    assert bad == 0  # nulls are not counted: only NaN / inf
     # warm-up: the first w rows of each symbol have no w-day return, every later row has one
     for sym in SYMBOLS:
         s = _sym(f, sym)
@@ -136,7 +136,10 @@ def test_division_by_zero_gives_null_not_inf():
     px = _prices(ctx).with_columns(  # a flat stretch: zero vol and zero Bollinger std
         pl.when((pl.col("symbol") == "AAA") & (pl.int_range(pl.len()).over("symbol").is_between(100, 160)))
         .then(pl.lit(50.0)).otherwise(pl.col("close")).alias("close"))
-    f = _sym(build_features(px, ctx, None, FS), "AAA")
+    full = build_features(px, ctx, None, FS)
+    feats = feature_columns(full)
+    assert full.select(pl.sum_horizontal((~pl.col(feats).is_finite()).cast(pl.Int64)).sum()).item() == 0
+    f = _sym(full, "AAA")
     row = f.row(150, named=True)
     assert row["f_vol_21"] == 0.0 and row["f_bb_width_20"] == 0.0
     assert row["f_bb_z_20"] is None and row["f_vol_ratio_5_10"] is None

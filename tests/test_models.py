@@ -3,6 +3,7 @@ import datetime as dt
 import numpy as np
 import polars as pl
 import pytest
+from threadpoolctl import threadpool_limits
 import sklearn
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.pipeline import Pipeline
@@ -21,14 +22,21 @@ from regime_assets.core.models import (
 )
 from regime_assets.spec import CLASSES, DEFAULT_MODELS, REGIMES, ModelSpec
 
-SMALL = {"n_estimators": 40, "max_iter": 40}
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Single-threaded native code keeps the tests fast on a busy 2-core machine."""
+    with threadpool_limits(limits=1):
+        yield
+
+SMALL = {"n_estimators": 40, "max_iter": 40, "n_jobs": 1}
 
 
 def small(m: ModelSpec) -> ModelSpec:
     """A default model with fewer trees / iterations for fast tests."""
     p = dict(m.params)
     for k, v in SMALL.items():
-        if k in p and m.name not in ("logreg", "svm"):
+        if k in p and (k == "n_jobs" or m.name not in ("logreg", "svm")):
             p[k] = v
     return m.model_copy(update={"params": p})
 

@@ -3,6 +3,7 @@ import datetime as dt
 import numpy as np
 import polars as pl
 import pytest
+from threadpoolctl import threadpool_limits
 
 from regime_assets.core.models import fit_model
 from regime_assets.core.shap_tables import (
@@ -13,6 +14,13 @@ from regime_assets.core.shap_tables import (
     shap_importance,
 )
 from regime_assets.spec import CLASSES, DEFAULT_MODELS, REGIMES, ModelSpec, ShapSpec
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Single-threaded native code keeps the tests fast on a busy 2-core machine."""
+    with threadpool_limits(limits=1):
+        yield
 
 SSPEC = ShapSpec(rows_per_regime=60, kernel_rows=12, kernel_background=10, top_k=3, seed=11)
 N_FEATURES = 6
@@ -45,7 +53,8 @@ def data():
 @pytest.fixture(scope="module")
 def models(data):
     df, _ = data
-    specs = {"rf": spec("rf", n_estimators=30, max_depth=6), "lightgbm": spec("lightgbm", n_estimators=40),
+    specs = {"rf": spec("rf", n_estimators=30, max_depth=6, n_jobs=1),
+             "lightgbm": spec("lightgbm", n_estimators=40, n_jobs=1),
              "logreg": spec("logreg"), "mlp": spec("mlp", max_iter=50, hidden_layer_sizes=[16])}
     return {k: fit_model(m, df, None) for k, m in specs.items()}
 

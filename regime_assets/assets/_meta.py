@@ -1,6 +1,5 @@
 """Small helpers that turn frames and figures into Dagster metadata."""
 
-from __future__ import annotations
 
 import math
 from typing import Any

@@ -1,7 +1,6 @@
 """Group `evaluation`: validation predictions, per-regime and per-segment results with intervals, the
 walk-forward backtest, the promotion gate and registry, the production model, and SHAP per regime."""
 
-from __future__ import annotations
 
 import datetime as dt
 import json

@@ -1,6 +1,5 @@
 """Group `ingest`: raw prices, the market index and VIX, sectors, and the market context."""
 
-from __future__ import annotations
 
 import datetime as dt
 

@@ -1,6 +1,5 @@
 """Group `monitoring`: the drift report and new rare-event capture."""
 
-from __future__ import annotations
 
 import datetime as dt
 import polars as pl

@@ -1,6 +1,5 @@
 """Group `regimes`: per symbol-day regime labels."""
 
-from __future__ import annotations
 
 import polars as pl
 from dagster import AssetCheckResult, AssetExecutionContext, MetadataValue, Output, asset, asset_check

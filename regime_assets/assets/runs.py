@@ -1,6 +1,5 @@
 """The training-runs log: one append-only row per retraining run, failed runs included."""
 
-from __future__ import annotations
 
 import datetime as dt
 import json

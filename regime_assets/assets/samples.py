@@ -1,7 +1,6 @@
 """Group `samples`: features, labelled samples, the rare-event archive, the hybrid training set and its
 validation sets, the regime-balanced set and the sample weights."""
 
-from __future__ import annotations
 
 import polars as pl
 from dagster import AssetExecutionContext, Failure, MetadataValue, Output, asset

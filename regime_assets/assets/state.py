@@ -5,7 +5,6 @@ includes events captured by the monitoring group, and the replay buffer and drif
 model chosen by an earlier run.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 import json

@@ -1,6 +1,5 @@
 """Group `training`: one asset per model in the spec (built by one factory) and the meta-learner."""
 
-from __future__ import annotations
 
 import datetime as dt
 import json

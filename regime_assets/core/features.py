@@ -2,7 +2,7 @@
 
 Conventions (every window counts trading rows of the symbol, or of the index for market features):
 
-* returns are **log** returns: ``f_ret_w = ln(close_t / close_{t-w})``; daily return ``r_t = ln(close_t/close_{t-1})``;
+* returns are **log** returns: ``f_ret_w = ln(close_t / close_{t-w})``, daily ``r_t = ln(close_t / close_{t-1})``;
 * volatility is the sample standard deviation (ddof=1) of the last ``w`` daily returns, annualised by
   ``sqrt(TRADING_DAYS)``;
 * RSI uses **Wilder** smoothing: an exponential mean with ``alpha = 1/w`` (no bias adjustment, started at the
@@ -48,6 +48,7 @@ class _Feat:
     window: int | None
     description: str
     expr: pl.Expr
+    finite: bool = False  # True: cannot be NaN/inf for valid prices, so the finiteness guard is skipped
 
 
 def feature_columns(df: pl.DataFrame) -> list[str]:
@@ -103,11 +104,9 @@ def _all_windows(fspec: FeatureSpec) -> _W:
 
 # ----------------------------------------------------------------------------------------------- definitions
 
-S = "symbol"
-
-
 def _sym(e: pl.Expr) -> pl.Expr:
-    return e.over(S)
+    """``e`` evaluated per symbol (the frame is sorted by symbol, date)."""
+    return e.over("symbol")
 
 
 def _market_defs(w: _W) -> list[_Feat]:
@@ -176,28 +175,29 @@ def _temp_stages(w: _W, has_volume: bool) -> list[list[pl.Expr]]:
 def _symbol_defs(w: _W, has_volume: bool) -> list[_Feat]:
     """Features of each symbol's own series (and its joint series with the index)."""
     c = pl.col("close")
-    feats = [_Feat(f"f_ret_{n}", n, f"log return over {n} days", _sym((c / c.shift(n)).log())) for n in w.ret]
+    feats = [_Feat(f"f_ret_{n}", n, f"log return over {n} days", _sym((c / c.shift(n)).log()), True)
+             for n in w.ret]
     feats += [_Feat(f"f_vol_{n}", n, f"realized vol of daily log returns over {n} days (annualised)",
-                    pl.col(f"_vol_{n}") * _ANN) for n in w.vol]
+                    pl.col(f"_vol_{n}") * _ANN, True) for n in w.vol]
     feats += [_Feat(f"f_vol_ratio_{a}_{b}", a, f"vol over {a} days / vol over {b} days",
                     pl.col(f"_vol_{a}") / pl.col(f"_vol_{b}")) for a, b in _pairs(w.vol)]
     feats += [_Feat(f"f_dd_{n}", n, f"drawdown of the close from its {n}-day high",
-                    c / _sym(c.rolling_max(n, min_samples=n)) - 1.0) for n in w.dd]
+                    c / _sym(c.rolling_max(n, min_samples=n)) - 1.0, True) for n in w.dd]
     feats += [_Feat(f"f_rally_{n}", n, f"rise of the close from its {n}-day low",
-                    c / _sym(c.rolling_min(n, min_samples=n)) - 1.0) for n in w.dd]
-    feats += [_Feat(f"f_ma_gap_{n}", n, f"close / {n}-day moving average - 1", c / pl.col(f"_ma_{n}") - 1.0)
+                    c / _sym(c.rolling_min(n, min_samples=n)) - 1.0, True) for n in w.dd]
+    feats += [_Feat(f"f_ma_gap_{n}", n, f"close / {n}-day moving average - 1", c / pl.col(f"_ma_{n}") - 1.0, True)
               for n in w.ma]
     feats += [_Feat(f"f_ma_cross_{a}_{b}", a, f"{a}-day MA / {b}-day MA - 1",
-                    pl.col(f"_ma_{a}") / pl.col(f"_ma_{b}") - 1.0) for a, b in _pairs(w.ma)]
+                    pl.col(f"_ma_{a}") / pl.col(f"_ma_{b}") - 1.0, True) for a, b in _pairs(w.ma)]
     for n in w.rsi:
         up, dn = pl.col(f"_up_{n}"), pl.col(f"_dn_{n}")
         rsi = pl.when((up + dn) == 0).then(pl.lit(50.0)).otherwise(100.0 * up / (up + dn))
-        feats.append(_Feat(f"f_rsi_{n}", n, f"RSI over {n} days (Wilder smoothing, 0-100)", rsi))
+        feats.append(_Feat(f"f_rsi_{n}", n, f"RSI over {n} days (Wilder smoothing, 0-100)", rsi, True))
     line, sig = pl.col("_macd") / c, pl.col("_macd_sig") / c
     feats += [
-        _Feat("f_macd_line", MACD_SLOW, f"MACD line (EMA{MACD_FAST} - EMA{MACD_SLOW}) / close", line),
-        _Feat("f_macd_signal", MACD_SLOW, f"MACD signal (EMA{MACD_SIGNAL} of the line) / close", sig),
-        _Feat("f_macd_hist", MACD_SLOW, "MACD histogram (line - signal) / close", line - sig),
+        _Feat("f_macd_line", MACD_SLOW, f"MACD line (EMA{MACD_FAST} - EMA{MACD_SLOW}) / close", line, True),
+        _Feat("f_macd_signal", MACD_SLOW, f"MACD signal (EMA{MACD_SIGNAL} of the line) / close", sig, True),
+        _Feat("f_macd_hist", MACD_SLOW, "MACD histogram (line - signal) / close", line - sig, True),
     ]
     for n in w.bb:
         ma, sd = pl.col(f"_ma_{n}"), pl.col(f"_sd0_{n}")
@@ -221,10 +221,10 @@ def _symbol_defs(w: _W, has_volume: bool) -> list[_Feat]:
                   resid.sqrt() * _ANN),
         ]
     feats += [_Feat(f"f_rs_{n}", n, f"log return minus index log return over {n} days",
-                    pl.col(f"f_ret_{n}") - pl.col(f"f_mkt_ret_{n}")) for n in w.ret]
+                    pl.col(f"f_ret_{n}") - pl.col(f"f_mkt_ret_{n}"), True) for n in w.ret]
     feats += [
-        _Feat("f_dow", None, "day of week (1 = Monday)", pl.col("date").dt.weekday().cast(pl.Float64)),
-        _Feat("f_month", None, "month of year (1-12)", pl.col("date").dt.month().cast(pl.Float64)),
+        _Feat("f_dow", None, "day of week (1 = Monday)", pl.col("date").dt.weekday().cast(pl.Float64), True),
+        _Feat("f_month", None, "month of year (1-12)", pl.col("date").dt.month().cast(pl.Float64), True),
     ]
     return feats
 
@@ -269,6 +269,15 @@ def _require(df: pl.DataFrame, cols: tuple[str, ...], frame: str) -> None:
         raise FeatureError(f"features: {frame}.date must be pl.Date, got {df.schema['date']}")
 
 
+def _check_sorted_prices(px: pl.DataFrame) -> None:
+    """``px`` sorted by symbol, date: no (symbol, date) twice."""
+    same = (pl.col("symbol") == pl.col("symbol").shift(1)) & (pl.col("date") == pl.col("date").shift(1))
+    dup = px.filter(same.fill_null(False))
+    if dup.height:
+        s, d = dup.select("symbol", "date").row(0)
+        raise FeatureError(f"features: prices has duplicate rows for symbol {s} on {d}")
+
+
 def _check_inputs(prices: pl.DataFrame, ctx: pl.DataFrame, sectors: pl.DataFrame | None) -> None:
     _require(prices, ("symbol", "date", "close"), "prices")
     _require(ctx, ("date", "index_close", "vix", "vix_source"), "market_context")
@@ -281,10 +290,6 @@ def _check_inputs(prices: pl.DataFrame, ctx: pl.DataFrame, sectors: pl.DataFrame
         s, d, v = bad.select("symbol", "date", "close").row(0)
         raise FeatureError(f"features: prices.close must be finite and > 0; symbol {s} on {d} has {v!r} "
                            f"({bad.height} bad rows)")
-    dup = prices.filter(pl.struct("symbol", "date").is_duplicated())
-    if dup.height:
-        s, d = dup.select("symbol", "date").row(0)
-        raise FeatureError(f"features: prices has duplicate rows for symbol {s} on {d}")
     if ctx.get_column("date").is_duplicated().any():
         d = ctx.filter(pl.col("date").is_duplicated()).get_column("date")[0]
         raise FeatureError(f"features: market_context has duplicate rows for {d}")
@@ -323,7 +328,8 @@ def _market_frame(ctx: pl.DataFrame, w: _W, feats: list[_Feat]) -> pl.DataFrame:
          .with_columns((pl.col("_ic") / pl.col("_ic").shift(1)).log().alias("_m")))
     pct = _rolling_share_le_last(m.get_column("vix").fill_null(np.nan).to_numpy().astype(float), w.vix_pct)
     m = m.with_columns(pl.Series("_vix_pct", pct).fill_nan(None))
-    return m.select("date", "_m", *[f.expr.alias(f.name) for f in feats])
+    return m.select("date", "_m", *[f.expr.alias(f.name) for f in feats]).with_columns(
+        _finite(f.name) for f in feats)
 
 
 def _rank_rows(m: np.ndarray) -> np.ndarray:
@@ -331,19 +337,19 @@ def _rank_rows(m: np.ndarray) -> np.ndarray:
     nd, ns = m.shape
     order = np.argsort(m, axis=1)  # NaN sorts last
     srt = np.take_along_axis(m, order, axis=1)
-    first = np.ones((nd, ns), dtype=bool)
-    first[:, 1:] = srt[:, 1:] != srt[:, :-1]
-    last = np.ones((nd, ns), dtype=bool)
-    last[:, :-1] = first[:, 1:]
-    # first/last position of each run of equal values; flattened (every row starts and ends a run), which
-    # is much faster than accumulating along short rows
-    flat = np.arange(nd * ns, dtype=np.float64)
-    start = np.maximum.accumulate(np.where(first.ravel(), flat, 0.0))
-    end = np.minimum.accumulate(np.where(last.ravel(), flat, np.inf)[::-1])[::-1]
-    mid = ((start + end) / 2.0).reshape(nd, ns) - (np.arange(nd, dtype=np.float64) * ns)[:, None]
-    count = (~np.isnan(m)).sum(axis=1, keepdims=True)
+    mid = np.broadcast_to(np.arange(ns, dtype=np.float64), (nd, ns)).copy()  # 0-based rank in sorted order
+    tie = np.zeros((nd, ns), dtype=bool)
+    tie[:, 1:] = srt[:, 1:] == srt[:, :-1]  # equal to the previous value (NaN never is)
+    if tie.any():  # tied runs share the mean of their positions
+        member = tie.copy()
+        member[:, :-1] |= tie[:, 1:]
+        idx = np.flatnonzero(member)
+        run = np.cumsum(~tie.ravel()[idx]) - 1
+        pos = (idx % ns).astype(np.float64)
+        mid.ravel()[idx] = (np.bincount(run, weights=pos) / np.bincount(run))[run]
+    count = np.count_nonzero(~np.isnan(m), axis=1)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        rank = (mid + 0.5) / count  # mid is the 0-based average rank
+        rank = (mid + 0.5) / count
     rank[np.isnan(srt)] = np.nan
     out = np.empty_like(m)
     np.put_along_axis(out, order, rank, axis=1)
@@ -382,8 +388,9 @@ def build_features(prices: pl.DataFrame, market_context: pl.DataFrame, sectors: 
     cols = [pl.col("symbol").cast(pl.Utf8), "date", pl.col("close").cast(pl.Float64)]
     if has_volume:
         cols.append(pl.col("volume").cast(pl.Float64).alias("_v"))
-    lf = (prices.lazy().select(cols).sort("symbol", "date")
-          .join(mkt.lazy(), on="date", how="left", maintain_order="left")
+    px = prices.select(cols).sort("symbol", "date")
+    _check_sorted_prices(px)
+    lf = (px.lazy().join(mkt.lazy(), on="date", how="left", maintain_order="left")
           .with_columns(pl.col("symbol").set_sorted()))  # lets the per-symbol windows use sorted groups
     for stage in _temp_stages(w, has_volume):
         lf = lf.with_columns(stage)
@@ -396,11 +403,14 @@ def build_features(prices: pl.DataFrame, market_context: pl.DataFrame, sectors: 
     else:
         lf = lf.with_columns(pl.lit(None, dtype=pl.Utf8).alias("sector"))
     lf = lf.with_columns(pl.col("sector").fill_null(UNKNOWN_SECTOR))
-    base = [f.name for f in symbol + market]
-    out = lf.select("symbol", "date", "sector", *[_finite(n).cast(pl.Float64) for n in base]).collect()
+    # market columns were guarded on the (short) market frame
+    out = lf.select("symbol", "date", "sector",
+                    *[(pl.col(f.name) if f.finite else _finite(f.name)).cast(pl.Float64) for f in symbol],
+                    *[pl.col(f.name).cast(pl.Float64) for f in market]).collect()
     if xs:
         di = out.get_column("date").rank("dense").to_numpy().astype(np.int64) - 1
-        si = out.get_column("symbol").rank("dense").to_numpy().astype(np.int64) - 1
+        sym = out.get_column("symbol")
+        si = (sym != sym.shift(1)).fill_null(True).cum_sum().to_numpy().astype(np.int64) - 1  # sorted
         nd, ns = (int(di.max()) + 1, int(si.max()) + 1) if out.height else (0, 0)
         out = out.with_columns(
             pl.Series(f.name, _xs_rank(out.get_column(f.expr.meta.output_name()).fill_null(np.nan).to_numpy(),

@@ -88,16 +88,15 @@ def build_labels(features: pl.DataFrame, regime_labels: pl.DataFrame, lspec: Lab
         s, d, r = bad.select("symbol", "date", "regime").row(0)
         raise LabelError(f"labels: regime_labels has regime {r!r} for symbol {s} on {d}; "
                          f"expected one of {list(REGIMES)}")
-    fwd = forward_returns(prices, lspec)
-    orphan = features.select("symbol", "date").join(fwd.select("symbol", "date"), on=["symbol", "date"], how="anti")
-    if orphan.height:
-        s, d = orphan.row(0)
-        raise LabelError(f"labels: features row for symbol {s} on {d} has no price row ({orphan.height} such rows)")
+    fwd = forward_returns(prices, lspec).with_columns(pl.lit(True).alias("_priced"))
     reg = regime_labels.select(pl.col("symbol").cast(pl.Utf8), "date", pl.col("regime").cast(pl.Utf8))
     # join on the keys only and attach the three columns: the (wide) features are not copied
     keys = features.select(pl.col("symbol").cast(pl.Utf8), "date").with_row_index("_row")
-    lab = (keys.join(reg, on=["symbol", "date"], how="inner")
-           .join(fwd, on=["symbol", "date"], how="left")
-           .sort("_row"))
+    lab = keys.join(fwd, on=["symbol", "date"], how="left")
+    orphan = lab.filter(pl.col("_priced").is_null())
+    if orphan.height:
+        s, d = orphan.select("symbol", "date").row(0)
+        raise LabelError(f"labels: features row for symbol {s} on {d} has no price row ({orphan.height} such rows)")
+    lab = lab.join(reg, on=["symbol", "date"], how="inner").sort("_row")
     base = features if lab.height == features.height else features[lab.get_column("_row")]
     return base.hstack(lab.select(*LABEL_COLUMNS))

@@ -145,6 +145,9 @@ def _matrix(df: pl.DataFrame, features: list[str], what: str) -> np.ndarray:
         raise ModelError(f"{what}: missing feature columns {missing[:10]}{' ...' if len(missing) > 10 else ''}")
     if not features:
         raise ModelError(f"{what}: no feature columns")
+    bad = [f for f in features if not (df.schema[f].is_numeric() or df.schema[f] == pl.Boolean)]
+    if bad:
+        raise ModelError(f"{what}: feature columns must be numeric, got {[(f, str(df.schema[f])) for f in bad[:5]]}")
     X = df.select(pl.col(features).cast(pl.Float64)).to_numpy()
     X = np.ascontiguousarray(X, dtype=np.float64)
     X[~np.isfinite(X)] = np.nan
@@ -210,8 +213,8 @@ class FittedModel:
         self.fit_seconds = float(fit_seconds)
 
     def __repr__(self) -> str:
-        return (f"FittedModel({self.name!r}, features={len(self.features)}, classes={[CLASSES[i] for i in self.present]},"
-                f" n_train={self.n_train})")
+        known = [CLASSES[i] for i in self.present]
+        return f"FittedModel({self.name!r}, features={len(self.features)}, classes={known}, n_train={self.n_train})"
 
     def matrix(self, df: pl.DataFrame) -> np.ndarray:
         """Median-filled feature matrix of a frame, in this model's feature order."""
@@ -234,8 +237,11 @@ class FittedModel:
         return np.where(s > 0, out / np.where(s > 0, s, 1.0), 1.0 / len(CLASSES))
 
     def predict_proba(self, df: pl.DataFrame) -> np.ndarray:
-        """(n, 3) class probabilities in CLASSES order."""
-        return self.predict_proba_matrix(self.matrix(df))
+        """(n, 3) class probabilities in CLASSES order (built in row chunks to bound memory)."""
+        if df.height <= PREDICT_CHUNK_ROWS:
+            return self.predict_proba_matrix(self.matrix(df))
+        return np.vstack([self.predict_proba_matrix(self.matrix(df.slice(start, PREDICT_CHUNK_ROWS)))
+                          for start in range(0, df.height, PREDICT_CHUNK_ROWS)])
 
     # pieces used by the SHAP tables
     @property
@@ -289,7 +295,8 @@ def fit_model(mspec: ModelSpec, train: pl.DataFrame, weights: np.ndarray | None,
 def oof_frame(rows: pl.DataFrame, proba: np.ndarray) -> pl.DataFrame:
     """The OOF contract frame: row_id, date, regime, label, p_sell, p_hold, p_buy."""
     base = rows.select([c for c in OOF_COLUMNS[:4] if c in rows.columns])
-    probs = pl.DataFrame({c: proba[:, i] for i, c in enumerate(PROBA_COLUMNS)}, schema={c: pl.Float64 for c in PROBA_COLUMNS})
+    probs = pl.DataFrame({c: proba[:, i] for i, c in enumerate(PROBA_COLUMNS)},
+                         schema={c: pl.Float64 for c in PROBA_COLUMNS})
     return pl.concat([base, probs], how="horizontal")
 
 

@@ -62,7 +62,8 @@ def _base(expected: Any, n: int) -> np.ndarray:
     return np.broadcast_to(b, (n, b.shape[-1])).copy() if b.ndim == 1 else b.reshape(n, -1)
 
 
-def _tree(fitted: FittedModel, X: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+def _tree(fitted: FittedModel, X: np.ndarray, background: np.ndarray, seed: int
+          ) -> tuple[np.ndarray, np.ndarray, str]:
     import shap
 
     Xp = fitted.preprocess(X)
@@ -73,7 +74,8 @@ def _tree(fitted: FittedModel, X: np.ndarray, background: np.ndarray) -> tuple[n
     return _as_3d(vals, X.shape[0], X.shape[1]), _base(explainer.expected_value, X.shape[0]), "TreeExplainer"
 
 
-def _linear(fitted: FittedModel, X: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+def _linear(fitted: FittedModel, X: np.ndarray, background: np.ndarray, seed: int
+            ) -> tuple[np.ndarray, np.ndarray, str]:
     import shap
 
     with warnings.catch_warnings():
@@ -84,12 +86,13 @@ def _linear(fitted: FittedModel, X: np.ndarray, background: np.ndarray) -> tuple
     return _as_3d(vals, X.shape[0], X.shape[1]), _base(explainer.expected_value, X.shape[0]), "LinearExplainer"
 
 
-def _agnostic(fitted: FittedModel, X: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+def _agnostic(fitted: FittedModel, X: np.ndarray, background: np.ndarray, seed: int
+              ) -> tuple[np.ndarray, np.ndarray, str]:
     import shap
 
     f = X.shape[1]
     masker = shap.maskers.Independent(background, max_samples=background.shape[0])
-    explainer = shap.explainers.Permutation(fitted.predict_proba_matrix, masker, seed=0)
+    explainer = shap.explainers.Permutation(fitted.predict_proba_matrix, masker, seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = explainer(X, max_evals=2 * f + 1, silent=True)
@@ -99,8 +102,8 @@ def _agnostic(fitted: FittedModel, X: np.ndarray, background: np.ndarray) -> tup
 _EXPLAINERS = {"tree": _tree, "linear": _linear, "kernel": _agnostic}
 
 
-def explain(fitted: FittedModel, X: np.ndarray, kind: str, background: np.ndarray | None = None
-            ) -> tuple[np.ndarray, np.ndarray, str]:
+def explain(fitted: FittedModel, X: np.ndarray, kind: str, background: np.ndarray | None = None,
+            seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
     """SHAP values (rows, features, outputs), base values (rows, outputs) and the explainer's name for a
     median-filled feature matrix. Outputs: probabilities per known class for forests and the model-agnostic
     explainer, margins for boosting, log-odds for linear models. ``background`` defaults to ``X``."""
@@ -108,7 +111,8 @@ def explain(fitted: FittedModel, X: np.ndarray, kind: str, background: np.ndarra
         raise ShapError(f"model {fitted.name}: no explainer for SHAP kind {kind!r}")
     if fitted.estimator is None:
         raise ShapError(f"model {fitted.name}: constant model (one class in training) has no SHAP values")
-    return _EXPLAINERS[kind](fitted, np.asarray(X, dtype=np.float64), X if background is None else background)
+    X = np.asarray(X, dtype=np.float64)
+    return _EXPLAINERS[kind](fitted, X, X if background is None else background, seed)
 
 
 def shap_importance(fitted: FittedModel, frames_by_regime: dict[str, pl.DataFrame], sspec: ShapSpec,
@@ -120,10 +124,10 @@ def shap_importance(fitted: FittedModel, frames_by_regime: dict[str, pl.DataFram
         raise ShapError(f"model {fitted.name}: unknown SHAP kind {kind!r}; expected one of {list(KINDS)}")
     regimes = [r for r in REGIMES if r in frames_by_regime] + sorted(r for r in frames_by_regime if r not in REGIMES)
     sampled = {}
-    for i, r in enumerate(regimes):
+    limit = sspec.kernel_rows if kind == "kernel" else sspec.rows_per_regime
+    for r in regimes:
         df = frames_by_regime[r]
-        limit = sspec.kernel_rows if kind == "kernel" else sspec.rows_per_regime
-        sampled[r] = fitted.matrix(_sample(df, limit, sspec.seed + i)) if df.height else None
+        sampled[r] = fitted.matrix(_sample(df, limit, sspec.seed)) if df.height else None
     pool = [x for x in sampled.values() if x is not None]
     background = None
     if pool:
@@ -147,12 +151,12 @@ def shap_importance(fitted: FittedModel, frames_by_regime: dict[str, pl.DataFram
             t0 = time.perf_counter()
             try:
                 try:
-                    vals, _, name = explain(fitted, X, kind, background)
+                    vals, _, name = explain(fitted, X, kind, background, sspec.seed)
                 except Exception as err:  # noqa: BLE001 - explainer support varies by estimator
                     if kind == "kernel":
                         raise
                     Xk = X[: sspec.kernel_rows]
-                    vals, _, name = explain(fitted, Xk, "kernel", background)
+                    vals, _, name = explain(fitted, Xk, "kernel", background, sspec.seed)
                     row["status"] = f"ok (fallback: {type(err).__name__}: {str(err)[:120]})"
                     row["rows"] = int(Xk.shape[0])
                 imp = np.abs(vals).mean(axis=(0, 2))

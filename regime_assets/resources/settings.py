@@ -1,6 +1,5 @@
 """The one settings resource: which spec, which home (warehouse file + model store)."""
 
-from __future__ import annotations
 
 import time
 from contextlib import contextmanager

@@ -1,6 +1,5 @@
 """Jobs, the weekly retraining schedule, the drift and new-event sensors, and the failed-run recorder."""
 
-from __future__ import annotations
 
 import json
 from typing import Any
