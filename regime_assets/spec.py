@@ -397,3 +397,16 @@ def load_spec(path: str | os.PathLike[str] | None = None) -> Spec:
 
 def dump_spec(spec: Spec) -> str:
     return yaml.safe_dump(spec.resolved(), sort_keys=False)
+
+
+def write_default_spec(path: Path = DEFAULT_SPEC_PATH) -> None:
+    """Regenerate the shipped spec.yaml from the pydantic defaults (`python -m regime_assets.spec`)."""
+    header = ("# regime_assets default spec: every tunable number, seeded with the original values.\n"
+              "# Copy it, change what you need, and pass --spec PATH (or set REGIME_ASSETS_SPEC).\n"
+              "# Generated from regime_assets/spec.py by `python -m regime_assets.spec`.\n")
+    path.write_text(header + dump_spec(Spec()))
+
+
+if __name__ == "__main__":
+    write_default_spec()
+    print(f"wrote {DEFAULT_SPEC_PATH} ({Spec().spec_hash})")

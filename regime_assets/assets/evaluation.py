@@ -153,9 +153,10 @@ def walk_forward_evaluation(context: AssetExecutionContext, settings: RegimeSett
     res = run_walk_forward(labeled_samples, rare_event_archive, spec)
     diffs = res.arm_differences
     sentences = list(res.answer)
-    out = diffs.with_columns(pl.lit(None, dtype=pl.Utf8).alias("sentence"))
-    if "sentence" not in diffs.columns and len(sentences) == diffs.height:
-        out = diffs.with_columns(pl.Series("sentence", sentences))
+    out = diffs
+    if "sentence" not in diffs.columns:
+        out = diffs.with_columns(pl.Series("sentence", sentences if len(sentences) == diffs.height
+                                           else [None] * diffs.height, dtype=pl.Utf8))
     meta = {
         "folds": md(res.folds, 40), "arm_metrics": md(res.arm_metrics, 80),
         "answer": MetadataValue.md("\n".join(f"- {s}" for s in sentences)),

@@ -230,7 +230,7 @@ def _symbol_defs(w: _W, has_volume: bool) -> list[_Feat]:
 
 
 def _xs_defs(w: _W) -> list[_Feat]:
-    """Cross-sectional ranks per date (same-date values of all symbols); computed by ``_xs_rank``."""
+    """Cross-sectional ranks per date (same-date values of all symbols); computed by ``_xs_ranks``."""
     feats = [_Feat(f"f_xs_ret_{n}", n, f"cross-sectional rank of f_ret_{n} on the date", pl.col(f"f_ret_{n}"))
              for n in w.ret]
     feats += [_Feat(f"f_xs_vol_{n}", n, f"cross-sectional rank of f_vol_{n} on the date", pl.col(f"f_vol_{n}"))
@@ -335,39 +335,64 @@ def _market_frame(ctx: pl.DataFrame, w: _W, feats: list[_Feat]) -> pl.DataFrame:
 def _rank_rows(m: np.ndarray) -> np.ndarray:
     """Per row of ``m``: ``(rank - 0.5) / n`` among the row's non-NaN values (average rank for ties)."""
     nd, ns = m.shape
-    order = np.argsort(m, axis=1)  # NaN sorts last
-    srt = np.take_along_axis(m, order, axis=1)
-    mid = np.broadcast_to(np.arange(ns, dtype=np.float64), (nd, ns)).copy()  # 0-based rank in sorted order
+    # flat positions of each row's values in sorted order (NaN sorts last)
+    order = (np.argsort(m, axis=1) + (np.arange(nd) * ns)[:, None]).ravel()
+    srt = m.ravel()[order].reshape(nd, ns)
     tie = np.zeros((nd, ns), dtype=bool)
-    tie[:, 1:] = srt[:, 1:] == srt[:, :-1]  # equal to the previous value (NaN never is)
+    np.equal(srt[:, 1:], srt[:, :-1], out=tie[:, 1:])  # equal to the previous value (NaN never is)
+    pos = np.arange(ns, dtype=np.float64)
     if tie.any():  # tied runs share the mean of their positions
+        mid = np.broadcast_to(pos, (nd, ns)).copy()
         member = tie.copy()
         member[:, :-1] |= tie[:, 1:]
         idx = np.flatnonzero(member)
         run = np.cumsum(~tie.ravel()[idx]) - 1
-        pos = (idx % ns).astype(np.float64)
-        mid.ravel()[idx] = (np.bincount(run, weights=pos) / np.bincount(run))[run]
-    count = np.count_nonzero(~np.isnan(m), axis=1)[:, None]
+        mid.ravel()[idx] = (np.bincount(run, weights=(idx % ns).astype(np.float64)) / np.bincount(run))[run]
+    else:
+        mid = pos[None, :]
+    valid = ~np.isnan(srt)
+    count = valid.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        rank = (mid + 0.5) / count
-    rank[np.isnan(srt)] = np.nan
-    out = np.empty_like(m)
-    np.put_along_axis(out, order, rank, axis=1)
+        rank = np.where(valid, (mid + 0.5) / count, np.nan)
+    out = np.empty(nd * ns)
+    out[order] = rank.ravel()
+    return out.reshape(nd, ns)
+
+
+def _xs_ranks(df: pl.DataFrame, feats: list[_Feat]) -> list[pl.Series]:
+    """Cross-sectional ranks of the columns ``feats`` rank (``df`` sorted by symbol, date).
+
+    Each column goes into a (dates x symbols) matrix ranked along the symbol axis, in blocks of dates small
+    enough to stay in cache: a few vectorised sorts instead of one small sort per date.
+    """
+    if not feats:
+        return []
+    if df.height == 0:
+        return [pl.Series(f.name, [], dtype=pl.Float64) for f in feats]
+    di = df.get_column("date").rank("dense").to_numpy().astype(np.int64) - 1
+    sym = df.get_column("symbol")
+    si = (sym != sym.shift(1)).fill_null(True).cum_sum().to_numpy().astype(np.int64) - 1
+    nd, ns = int(di.max()) + 1, int(si.max()) + 1
+    flat = di * ns + si
+    step = max(1, _XS_BLOCK // ns)
+    out = []
+    for f in feats:
+        m = np.full(nd * ns, np.nan)
+        m[flat] = df.get_column(f.expr.meta.output_name()).to_numpy()  # nulls arrive as NaN
+        m = m.reshape(nd, ns)
+        for a in range(0, nd, step):
+            m[a:a + step] = _rank_rows(m[a:a + step])
+        out.append(pl.Series(f.name, m.ravel()[flat], nan_to_null=True))
     return out
 
 
-def _xs_rank(values: np.ndarray, di: np.ndarray, si: np.ndarray, nd: int, ns: int) -> np.ndarray:
-    """Cross-sectional rank of each row's value among the rows of its date (NaN stays NaN).
-
-    ``di``/``si`` are the dense date/symbol indices of the rows. Works on a (dates x symbols) matrix, ranked
-    in blocks of dates small enough to stay in cache: a few vectorised sorts instead of one per date.
-    """
-    m = np.full((nd, ns), np.nan)
-    m[di, si] = values
-    step = max(1, _XS_BLOCK // max(ns, 1))
-    for a in range(0, nd, step):
-        m[a:a + step] = _rank_rows(m[a:a + step])
-    return m[di, si]
+def _collect(lf: pl.LazyFrame) -> pl.DataFrame:
+    """Collect with the in-memory engine: much cheaper than streaming for window-heavy plans (older polars
+    without the engine choice collect as usual)."""
+    try:
+        return lf.collect(engine="in-memory")
+    except (TypeError, ValueError):
+        return lf.collect()
 
 
 def _finite(name: str) -> pl.Expr:
@@ -404,18 +429,11 @@ def build_features(prices: pl.DataFrame, market_context: pl.DataFrame, sectors: 
         lf = lf.with_columns(pl.lit(None, dtype=pl.Utf8).alias("sector"))
     lf = lf.with_columns(pl.col("sector").fill_null(UNKNOWN_SECTOR))
     # market columns were guarded on the (short) market frame
-    out = lf.select("symbol", "date", "sector",
-                    *[(pl.col(f.name) if f.finite else _finite(f.name)).cast(pl.Float64) for f in symbol],
-                    *[pl.col(f.name).cast(pl.Float64) for f in market]).collect()
-    if xs:
-        di = out.get_column("date").rank("dense").to_numpy().astype(np.int64) - 1
-        sym = out.get_column("symbol")
-        si = (sym != sym.shift(1)).fill_null(True).cum_sum().to_numpy().astype(np.int64) - 1  # sorted
-        nd, ns = (int(di.max()) + 1, int(si.max()) + 1) if out.height else (0, 0)
-        out = out.with_columns(
-            pl.Series(f.name, _xs_rank(out.get_column(f.expr.meta.output_name()).fill_null(np.nan).to_numpy(),
-                                       di, si, nd, ns)).fill_nan(None)
-            for f in xs)
+    out = _collect(lf.select(
+        "symbol", "date", "sector",
+        *[(pl.col(f.name) if f.finite else _finite(f.name)).cast(pl.Float64) for f in symbol],
+        *[pl.col(f.name).cast(pl.Float64) for f in market]))
+    out = out.hstack(_xs_ranks(out, xs))
     codes = {s: i for i, s in enumerate(sorted(out.get_column("sector").unique().to_list()))}
     code = out.get_column("sector").replace_strict(codes, return_dtype=pl.Int32).alias("sector_code")
     return out.insert_column(3, code)

@@ -85,7 +85,7 @@ def write_table(connection: duckdb.DuckDBPyConnection, schema: str, table: str, 
 
 def read_table(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -> pl.DataFrame | None:
     try:
-        return pl.DataFrame(connection.execute(f'select * from "{schema}"."{table}"').to_arrow_table())
+        return pl.DataFrame(connection.sql(f'select * from "{schema}"."{table}"').to_arrow_table())
     except duckdb.CatalogException:
         return None
 

@@ -1,0 +1,85 @@
+"""The whole graph on the tiny synthetic spec, through Dagster, with an ephemeral instance."""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+import pytest
+from dagster import AssetKey, DagsterInstance, Definitions
+
+from regime_assets.resources.warehouse import warehouse_path
+
+
+def test_definitions_load_and_validate(tiny_defs):
+    Definitions.validate_loadable(tiny_defs)
+    keys = {k.to_user_string() for k in tiny_defs.resolve_asset_graph().get_all_asset_keys()}
+    expected = {"raw_prices", "index_prices", "sectors", "market_context", "regime_labels", "features",
+                "labeled_samples", "rare_event_archive", "error_replay_buffer", "training_set",
+                "regime_validation_sets", "balanced_training_set", "sample_weights", "meta_learner",
+                "validation_predictions", "regime_evaluation", "segment_evaluation", "walk_forward_evaluation",
+                "promotion_decision", "model_versions", "production_model", "shap_importance", "drift_report",
+                "new_rare_events", "training_runs"}
+    expected |= {f"model_{m}" for m in ("rf", "extra_trees", "gradient_boosting", "xgboost", "lightgbm", "logreg",
+                                        "svm", "mlp")}
+    assert expected <= keys
+    groups = {tiny_defs.resolve_assets_def(k).group_names_by_key[AssetKey(k)] for k in ["raw_prices",
+              "regime_labels", "features", "model_rf", "regime_evaluation", "drift_report", "training_runs"]}
+    assert groups == {"ingest", "regimes", "samples", "training", "evaluation", "monitoring", "automation"}
+    assert {s.name for s in tiny_defs.schedules} >= {"weekly_retrain_schedule"}
+    assert {s.name for s in tiny_defs.sensors} >= {"drift_sensor", "new_event_sensor"}
+
+
+def test_default_definitions_module_loads():
+    from regime_assets import definitions
+
+    Definitions.validate_loadable(definitions.defs)
+
+
+def test_model_list_comes_from_the_spec(home, tmp_path, tiny_spec_path):
+    import yaml
+
+    from regime_assets.definitions import build_definitions
+
+    data = yaml.safe_load(open(tiny_spec_path))
+    data["models"] = data["models"][:2] + [{"name": "knn", "estimator": "sklearn.neighbors.KNeighborsClassifier",
+                                            "params": {"n_neighbors": 15}, "shap": "none"}]
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(data))
+    defs = build_definitions(spec_path=str(p), home=str(home))
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert "model_knn" in keys and "model_svm" not in keys
+
+
+@pytest.mark.slow
+def test_whole_graph_materializes_on_tiny_synthetic(tiny_defs, home):
+    instance = DagsterInstance.ephemeral()
+    job = tiny_defs.resolve_job_def("materialize_all")
+    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    failures = [e.step_key for e in result.all_events if e.is_step_failure]
+    assert result.success, f"failed steps: {failures}"
+    with duckdb.connect(str(warehouse_path(home)), read_only=True) as conn:
+        tables = {r[0] for r in conn.execute("select table_name from information_schema.tables").fetchall()}
+        for t in ("raw_prices", "features", "labeled_samples", "rare_event_archive", "training_set",
+                  "regime_evaluation", "model_versions", "production_model", "shap_importance", "drift_report",
+                  "training_runs", "walk_forward_evaluation"):
+            assert t in tables, t
+        ev = pl.DataFrame(conn.sql("select * from regime_evaluation").to_arrow_table())
+        prod = pl.DataFrame(conn.sql("select * from production_model").to_arrow_table())
+        runs = pl.DataFrame(conn.sql("select * from training_runs").to_arrow_table())
+        versions = pl.DataFrame(conn.sql("select * from model_versions").to_arrow_table())
+    assert {"meta_learner", "baseline_majority", "baseline_regime_prior"} <= set(ev["model"].to_list())
+    assert (ev["ci_low"].drop_nulls() <= ev.filter(pl.col("ci_low").is_not_null())["value"] + 1e-9).all()
+    assert prod.height == 1 and prod["promoted"][0]
+    assert versions.height == 1 and versions["reason"][0].startswith("no champion")
+    assert runs.height == 1 and runs["trigger"][0] == "manual" and runs["status"][0] == "success"
+    # a second run: the challenger meets a champion now; append-only tables keep their keys
+    result2 = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert result2.success
+    with duckdb.connect(str(warehouse_path(home)), read_only=True) as conn:
+        versions2 = pl.DataFrame(conn.sql("select * from model_versions").to_arrow_table())
+        arch_dupes = conn.execute("select count(*) - count(distinct (event_id, symbol, date)) from "
+                                  "rare_event_archive").fetchone()[0]
+        runs2 = conn.execute("select count(*) from training_runs").fetchone()[0]
+    assert versions2.height == 2 and arch_dupes == 0 and runs2 == 2
+    second = versions2.sort("created_at").row(-1, named=True)
+    assert "no champion" not in second["reason"]
