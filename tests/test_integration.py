@@ -72,14 +72,64 @@ def test_whole_graph_materializes_on_tiny_synthetic(tiny_defs, home):
     assert prod.height == 1 and prod["promoted"][0]
     assert versions.height == 1 and versions["reason"][0].startswith("no champion")
     assert runs.height == 1 and runs["trigger"][0] == "manual" and runs["status"][0] == "success"
-    # a second run: the challenger meets a champion now; append-only tables keep their keys
-    result2 = job.execute_in_process(instance=instance, raise_on_error=False)
+    # a second run, as the drift sensor starts it: the challenger meets a champion now; append-only tables keep
+    # their keys and training_runs records the trigger
+    retrain = tiny_defs.resolve_job_def("retrain")
+    result2 = retrain.execute_in_process(instance=instance, raise_on_error=False, tags={
+        "regime_assets/trigger": "drift sensor", "regime_assets/drift_record": "1"})
     assert result2.success
     with duckdb.connect(str(warehouse_path(home)), read_only=True) as conn:
         versions2 = pl.DataFrame(conn.sql("select * from model_versions").to_arrow_table())
         arch_dupes = conn.execute("select count(*) - count(distinct (event_id, symbol, date)) from "
                                   "rare_event_archive").fetchone()[0]
-        runs2 = conn.execute("select count(*) from training_runs").fetchone()[0]
-    assert versions2.height == 2 and arch_dupes == 0 and runs2 == 2
+        runs2 = pl.DataFrame(conn.sql("select * from training_runs order by started_at").to_arrow_table())
+    assert versions2.height == 2 and arch_dupes == 0 and runs2.height == 2
+    assert runs2["trigger"].to_list() == ["manual", "drift sensor"]
     second = versions2.sort("created_at").row(-1, named=True)
     assert "no champion" not in second["reason"]
+
+
+@pytest.mark.slow
+def test_failed_retraining_run_leaves_a_row(home, tmp_path, tiny_spec_path):
+    """A run that refuses to train (too few samples) fails, and the failure sensor records it."""
+    import yaml
+    from dagster import DagsterRunStatus, build_run_status_sensor_context
+
+    from regime_assets.definitions import build_definitions
+
+    data = yaml.safe_load(open(tiny_spec_path))
+    data["automation"]["min_samples"] = 10_000_000
+    p = tmp_path / "strict.yaml"
+    p.write_text(yaml.safe_dump(data))
+    defs = build_definitions(spec_path=str(p), home=str(home))
+    instance = DagsterInstance.ephemeral()
+    result = defs.resolve_job_def("retrain").execute_in_process(
+        instance=instance, raise_on_error=False, tags={"regime_assets/trigger": "schedule"})
+    assert not result.success
+    failure = [e for e in result.all_events if e.is_step_failure]
+    assert failure and failure[0].step_key == "training_set"
+    err = failure[0].event_specific_data.error
+    texts = []
+    while err is not None:
+        texts.append(err.message)
+        err = err.cause
+    assert any("refusing to train" in t for t in texts), texts
+    # nothing downstream of the refusal was written
+    with duckdb.connect(str(warehouse_path(home)), read_only=True) as conn:
+        tables = {r[0] for r in conn.execute("select table_name from information_schema.tables").fetchall()}
+    assert "balanced_training_set" not in tables and "model_versions" not in tables
+    run_failure = [e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE"][0]
+    sensor = defs.resolve_sensor_def("training_run_failure_recorder")
+    ctx = build_run_status_sensor_context(
+        sensor_name=sensor.name, dagster_instance=instance, dagster_run=result.dagster_run,
+        dagster_event=run_failure).for_run_failure()
+    sensor(ctx)
+    with duckdb.connect(str(warehouse_path(home)), read_only=True) as conn:
+        runs = pl.DataFrame(conn.sql("select * from training_runs").to_arrow_table())
+    assert runs.height == 1
+    row = runs.row(0, named=True)
+    assert row["status"] == "failure" and row["trigger"] == "schedule" and row["run_id"] == result.run_id
+    assert "refusing to train" in row["error"]
+    sensor(ctx)  # recording twice keeps one row
+    with duckdb.connect(str(warehouse_path(home)), read_only=True) as conn:
+        assert conn.execute("select count(*) from training_runs").fetchone()[0] == 1

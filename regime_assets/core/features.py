@@ -11,7 +11,10 @@ Conventions (every window counts trading rows of the symbol, or of the index for
 * MACD is 12/26/9 (exponential means with ``span``, no bias adjustment), divided by the close;
 * Bollinger position is the z-score of the close against its ``w``-day mean and population std (ddof=0);
 * beta/correlation/idiosyncratic vol regress the symbol's daily log return on the index's over ``w`` rows;
-* cross-sectional ranks are ``(rank - 0.5) / n`` among the symbols that have the value on that date (in (0, 1)).
+* vol ratios and MA crossovers pair consecutive windows and each window with the longest (short / long);
+* volume features (``volume`` column only) use the vol windows: volume / its mean, z-score of ``log(1+volume)``;
+* cross-sectional ranks (of the returns, vols and drawdowns) are ``(rank - 0.5) / n`` among the symbols that
+  have the value on that date (average rank for ties; in (0, 1)).
 
 A value at date t uses rows up to t only. Warm-up rows (fewer rows than the window needs) are null and kept;
 so are values from a division by zero (no NaN or inf is ever returned). Market features (index, VIX) are
@@ -22,6 +25,8 @@ null market features. Volume features exist only when ``prices`` has a ``volume`
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -375,15 +380,18 @@ def _xs_ranks(df: pl.DataFrame, feats: list[_Feat]) -> list[pl.Series]:
     nd, ns = int(di.max()) + 1, int(si.max()) + 1
     flat = di * ns + si
     step = max(1, _XS_BLOCK // ns)
-    out = []
-    for f in feats:
+
+    def rank(f: _Feat) -> pl.Series:
         m = np.full(nd * ns, np.nan)
         m[flat] = df.get_column(f.expr.meta.output_name()).to_numpy()  # nulls arrive as NaN
         m = m.reshape(nd, ns)
         for a in range(0, nd, step):
             m[a:a + step] = _rank_rows(m[a:a + step])
-        out.append(pl.Series(f.name, m.ravel()[flat], nan_to_null=True))
-    return out
+        return pl.Series(f.name, m.ravel()[flat], nan_to_null=True)
+
+    # numpy releases the GIL in sorts and indexing: rank the columns on all cores
+    with ThreadPoolExecutor(max_workers=max(1, min(len(feats), os.cpu_count() or 1))) as pool:
+        return list(pool.map(rank, feats))
 
 
 def _collect(lf: pl.LazyFrame) -> pl.DataFrame:

@@ -27,6 +27,7 @@ from regime_assets.spec import Spec
 TRIGGER_TAG = "regime_assets/trigger"
 TRIGGERS = ("schedule", "drift sensor", "new-event sensor", "manual")
 MONITORING_ASSETS = ["drift_report", "new_rare_events"]
+RESEARCH_ASSETS = ["walk_forward_evaluation"]
 DATA_ASSETS = ["raw_prices", "index_prices", "sectors", "market_context", "regime_labels", "features",
                "labeled_samples"]
 
@@ -37,10 +38,11 @@ def build_jobs(spec: Spec):
         "materialize_all", selection=AssetSelection.all(), executor_def=in_process_executor, tags=run_tags,
         description="The whole graph: ingest through training, evaluation, promotion, SHAP and monitoring.")
     retrain = define_asset_job(
-        "retrain", selection=AssetSelection.all() - AssetSelection.assets(*MONITORING_ASSETS),
+        "retrain", selection=AssetSelection.all() - AssetSelection.assets(*MONITORING_ASSETS, *RESEARCH_ASSETS),
         executor_def=in_process_executor, tags=run_tags,
         description="Refresh the data and retrain: ingest through evaluation, promotion and the training-runs log "
-                    "(the monitoring assets are left out so a retraining run never re-triggers itself).")
+                    "(the monitoring assets are left out so a retraining run never re-triggers itself; the "
+                    "walk-forward backtest is research and runs with materialize_all).")
     monitoring = define_asset_job(
         "monitoring", selection=AssetSelection.assets(*DATA_ASSETS, *MONITORING_ASSETS),
         executor_def=in_process_executor, tags=run_tags,
