@@ -310,6 +310,12 @@ class ReplayBufferSpec(_Strict):
     max_rows: int = Field(default=5000, ge=0)
 
 
+class ReplaySpec(_Strict):
+    model: str = Field(default="lightgbm", description="Model (by name in `models`) the replay retrains.")
+    n_estimators: int = Field(default=150, ge=10)
+    max_train_rows: int = Field(default=20_000, ge=500)
+
+
 class AutomationSpec(_Strict):
     schedule_cron: str = "0 21 * * 6"
     timezone: str = "America/New_York"
@@ -342,6 +348,7 @@ class Spec(_Strict):
     capture: CaptureSpec = CaptureSpec()
     replay_buffer: ReplayBufferSpec = ReplayBufferSpec()
     automation: AutomationSpec = AutomationSpec()
+    replay: ReplaySpec = ReplaySpec()
 
     @model_validator(mode="after")
     def _unique(self) -> "Spec":

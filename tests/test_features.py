@@ -315,3 +315,30 @@ def test_bad_market_context_and_spec_raise():
         build_features(px, ctx, pl.DataFrame({"symbol": ["AAA", "AAA"], "sector": ["x", "y"]}), FS)
     with pytest.raises(FeatureError, match=r"features\.vol_windows"):
         build_features(px, ctx, None, FeatureSpec(vol_windows=[1, 5]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(1, 12), cols=st.integers(1, 9), seed=st.integers(0, 10_000))
+def test_row_ranks_match_scipy(rows, cols, seed):
+    from scipy.stats import rankdata
+
+    from regime_assets.core.features import _rank_rows
+
+    rng = np.random.default_rng(seed)
+    m = rng.integers(0, 4, (rows, cols)).astype(float)  # many ties
+    m[rng.random((rows, cols)) < 0.25] = np.nan
+    got = _rank_rows(m.copy())
+    for i in range(rows):
+        ok = ~np.isnan(m[i])
+        assert np.isnan(got[i][~ok]).all()
+        if ok.any():
+            want = (rankdata(m[i][ok], method="average") - 0.5) / ok.sum()
+            assert np.array_equal(got[i][ok], want)
+
+
+def test_cross_sectional_blocks_do_not_change_ranks(data, monkeypatch):
+    import regime_assets.core.features as features_module
+
+    px, ctx, f = data
+    monkeypatch.setattr(features_module, "_XS_BLOCK", 12)  # 3 dates per block
+    assert build_features(px, ctx, SECTORS, FS).equals(f)

@@ -88,7 +88,9 @@ def test_zero_byte_file_and_missing_special_files(tmp_path):
     with pytest.raises(PriceValidationError, match="file EMPTY.csv, symbol EMPTY: empty file"):
         load_source(DataSpec(source="folder", folder=str(tmp_path)), today=TODAY)
     with pytest.raises(PriceValidationError, match="nope.csv: not found"):
-        load_source(folder_spec("good_long", index_file="nope.csv"), today=TODAY)
+        load_source(folder_spec("good_long", **{**GOOD_LONG, "index_file": "nope.csv"}), today=TODAY)
+    with pytest.raises(PriceValidationError, match=r"sectors.csv, header row: missing column 'date'.*data.sectors_file"):
+        load_source(folder_spec("good_long", index_file="index.csv", vix_file="vix.csv"), today=TODAY)
     with pytest.raises(PriceValidationError, match="is not a folder"):
         load_source(DataSpec(source="folder", folder=str(tmp_path / "missing")), today=TODAY)
 
@@ -101,7 +103,8 @@ def test_bad_index_file_names_its_row(tmp_path):
         pl.when(pl.int_range(pl.len()) == 9).then(-1.0).otherwise(pl.col("Close")).alias("Close"))
     idx.write_csv(tmp_path / "index.csv")
     with pytest.raises(PriceValidationError, match=r"file index.csv, symbol index, row 10, .*close is negative"):
-        load_source(DataSpec(source="folder", folder=str(tmp_path), index_file="index.csv"), today=TODAY)
+        load_source(DataSpec(source="folder", folder=str(tmp_path), index_file="index.csv",
+                             sectors_file="sectors.csv"), today=TODAY)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -164,13 +167,13 @@ def test_filters_symbols_and_dates():
     assert data.index["date"].min() >= dt.date(2020, 3, 1) and data.index["date"].max() <= dt.date(2020, 12, 31)
     assert data.sectors["symbol"].to_list() == ["BBB", "CCC"] and set(data.origin) == {"BBB", "CCC"}
     with pytest.raises(PriceValidationError, match="not in the folder source: ZZZ"):
-        load_source(folder_spec("good_long", symbols=["AAA", "ZZZ"]), today=TODAY)
+        load_source(folder_spec("good_long", symbols=["AAA", "ZZZ"], **GOOD_LONG), today=TODAY)
 
 
 def test_history_and_gap_limits_name_symbol_and_date():
     with pytest.raises(PriceValidationError, match=r"symbol AAA, row 1, date 2020-01-02: only 400 rows"):
-        load_source(folder_spec("good_long", min_history_days=500), today=TODAY)
-    data = load_source(folder_spec("good_long"), today=TODAY)
+        load_source(folder_spec("good_long", min_history_days=500, **GOOD_LONG), today=TODAY)
+    data = load_source(folder_spec("good_long", **GOOD_LONG), today=TODAY)
     p = data.prices.filter(~pl.col("date").is_between(dt.date(2020, 6, 1), dt.date(2020, 6, 30))
                            | (pl.col("symbol") != "BBB"))
     first_after = p.filter((pl.col("symbol") == "BBB") & (pl.col("date") > dt.date(2020, 6, 30)))["date"].min()
@@ -209,7 +212,7 @@ def test_schema_errors_name_the_column():
         validate_prices(_frame().with_columns(pl.col("close").cast(pl.Utf8)), {}, DataSpec(min_history_days=5), TODAY)
     nulls = _frame().with_columns(pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("date"))
                                   .alias("date"))
-    with pytest.raises(PriceValidationError, match="symbol AA, row 4, date None: date is missing"):
+    with pytest.raises(PriceValidationError, match="file <prices>, symbol AA, row 4: date is missing"):
         validate_prices(nulls, {}, DataSpec(min_history_days=5), TODAY)
 
 
@@ -273,6 +276,9 @@ def test_frame_from_yahoo_on_the_recorded_download(recorded):
     assert row["volume"].item() == pytest.approx(recorded[("Volume", "MSFT")].iloc[10])
     # ticker-first columns (group_by="ticker") and a flat single-ticker frame give the same rows
     assert frame_from_yahoo(recorded.swaplevel(axis=1)).equals(out)
+    unnamed = recorded.swaplevel(axis=1)
+    unnamed.columns = unnamed.columns.set_names([None, None])
+    assert frame_from_yahoo(unnamed).equals(out)
     flat = recorded.xs("AAPL", axis=1, level="Ticker")
     assert frame_from_yahoo(flat, symbol="AAPL").equals(out.filter(pl.col("symbol") == "AAPL"))
 
@@ -353,7 +359,8 @@ def test_validate_prices_raises_only_price_validation_errors(case):
     swaps_effective = any(k == "swap" for k, _ in injections) and not df.equals(frame)
     corrupted = any(k != "swap" for k, _ in injections) or swaps_effective
     clean_short = frame.group_by("symbol").len()["len"].min() < min_rows
-    clean_gap = sources.long_gaps(frame, max_gap).height > 0
+    gaps = frame.group_by("symbol").agg(pl.col("date").diff().dt.total_days().max().alias("g"))["g"]
+    clean_gap = bool((gaps.fill_null(0) > max_gap).any())
     try:
         validate_prices(df, {"S0": "s0.csv"}, spec, TODAY)
     except PriceValidationError as err:

@@ -41,7 +41,7 @@ def _drift_history(context: AssetExecutionContext, limit: int = 60) -> pl.DataFr
     return pl.DataFrame(rows).unique("date", keep="first").sort("date")
 
 
-@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse", deps=["production_model"],
        description="Drift of the most recent weeks against the production model's training window: per-feature "
                    "PSI (reference deciles) and KS, regime-mix drift, prediction drift, and one score in [0, 1] "
                    "(formula in docs/ARCHITECTURE.md). The drift sensor reads `drift_score`.")

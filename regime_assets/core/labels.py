@@ -36,17 +36,35 @@ def _require(df: pl.DataFrame, cols: tuple[str, ...], frame: str) -> None:
         raise LabelError(f"labels: {frame}.date must be pl.Date, got {df.schema['date']}")
 
 
+def _dup_expr() -> pl.Expr:
+    """True on a row repeating the previous row's (symbol, date); the frame sorted by symbol, date."""
+    return ((pl.col("symbol") == pl.col("symbol").shift(1)) & (pl.col("date") == pl.col("date").shift(1))
+            ).fill_null(False)
+
+
 def _check_unique(df: pl.DataFrame, frame: str) -> None:
-    dup = df.filter(pl.struct("symbol", "date").is_duplicated())
+    keys = df.select(pl.col("symbol").cast(pl.Utf8), "date")
+    strictly_sorted = ((pl.col("symbol") > pl.col("symbol").shift(1))
+                       | ((pl.col("symbol") == pl.col("symbol").shift(1)) & (pl.col("date") > pl.col("date").shift(1)))
+                       ).fill_null(True).all()
+    if keys.select(strictly_sorted).item():  # the usual case, and it proves uniqueness
+        return
+    dup = keys.sort("symbol", "date").filter(_dup_expr())
     if dup.height:
-        s, d = dup.select("symbol", "date").row(0)
+        s, d = dup.row(0)
         raise LabelError(f"labels: {frame} has duplicate rows for symbol {s} on {d}")
+
+
+def _with_key(df: pl.DataFrame, symbols: pl.Enum) -> pl.DataFrame:
+    """``df`` with an Int64 ``_k`` ordered like (symbol, date), sorted by it: joins on it are merge joins."""
+    k = (pl.col("symbol").cast(symbols).to_physical().cast(pl.Int64) * (1 << 32)
+         + pl.col("date").cast(pl.Int32).cast(pl.Int64))
+    return df.with_columns(k.alias("_k")).sort("_k").with_columns(pl.col("_k").set_sorted())
 
 
 def forward_returns(prices: pl.DataFrame, lspec: LabelSpec) -> pl.DataFrame:
     """Per price row: symbol, date, fwd_return, label (see the module docstring)."""
     _require(prices, ("symbol", "date", "close"), "prices")
-    _check_unique(prices, "prices")
     close = pl.col("close").cast(pl.Float64)
     bad = prices.filter(close.is_null() | ~close.is_finite() | (close <= 0))
     if bad.height:
@@ -54,8 +72,12 @@ def forward_returns(prices: pl.DataFrame, lspec: LabelSpec) -> pl.DataFrame:
         raise LabelError(f"labels: prices.close must be finite and > 0; symbol {s} on {d} has {v!r}")
     h = lspec.horizon
     c = pl.col("close")
-    df = (prices.select(pl.col("symbol").cast(pl.Utf8), "date", close.alias("close")).sort("symbol", "date")
-          .with_columns((c.shift(-h) / c).over("symbol").alias("_ratio")))
+    df = prices.select(pl.col("symbol").cast(pl.Utf8), "date", close.alias("close")).sort("symbol", "date")
+    dup = df.filter(_dup_expr())
+    if dup.height:
+        s, d = dup.select("symbol", "date").row(0)
+        raise LabelError(f"labels: prices has duplicate rows for symbol {s} on {d}")
+    df = df.with_columns((c.shift(-h) / c).over("symbol").alias("_ratio"))
     if lspec.vol_scaled:
         sigma = (c / c.shift(1) - 1.0).rolling_std(lspec.vol_window, min_samples=lspec.vol_window).over("symbol")
         thr = lspec.vol_multiplier * sigma * (h ** 0.5)
@@ -90,13 +112,15 @@ def build_labels(features: pl.DataFrame, regime_labels: pl.DataFrame, lspec: Lab
                          f"expected one of {list(REGIMES)}")
     fwd = forward_returns(prices, lspec).with_columns(pl.lit(True).alias("_priced"))
     reg = regime_labels.select(pl.col("symbol").cast(pl.Utf8), "date", pl.col("regime").cast(pl.Utf8))
-    # join on the keys only and attach the three columns: the (wide) features are not copied
     keys = features.select(pl.col("symbol").cast(pl.Utf8), "date").with_row_index("_row")
-    lab = keys.join(fwd, on=["symbol", "date"], how="left")
+    symbols = pl.Enum(pl.concat([f.get_column("symbol").unique() for f in (keys, fwd, reg)]).unique().sort())
+    keys, fwd, reg = (_with_key(f, symbols) for f in (keys, fwd, reg))
+    # join on the keys only and attach the three columns: the (wide) features are not copied
+    lab = keys.join(fwd.drop("symbol", "date"), on="_k", how="left")
     orphan = lab.filter(pl.col("_priced").is_null())
     if orphan.height:
-        s, d = orphan.select("symbol", "date").row(0)
+        s, d = orphan.sort("_row").select("symbol", "date").row(0)
         raise LabelError(f"labels: features row for symbol {s} on {d} has no price row ({orphan.height} such rows)")
-    lab = lab.join(reg, on=["symbol", "date"], how="inner").sort("_row")
+    lab = lab.join(reg.drop("symbol", "date"), on="_k", how="inner").sort("_row")
     base = features if lab.height == features.height else features[lab.get_column("_row")]
     return base.hstack(lab.select(*LABEL_COLUMNS))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from regime_assets.spec import DataSpec
@@ -115,8 +116,11 @@ def future_dates(prices: pl.DataFrame, today: dt.date) -> pl.DataFrame:
 
 def duplicate_rows(prices: pl.DataFrame) -> pl.DataFrame:
     """Every row whose (symbol, date) occurs more than once."""
+    per = prices.group_by("symbol").agg(pl.len().alias("_rows"), pl.col("date").n_unique().alias("_dates"))
+    suspects = per.filter(pl.col("_rows") > pl.col("_dates"))["symbol"]  # cheap pass before the (symbol, date) hash
+    sub = prices.filter(pl.col("symbol").is_in(suspects.implode(), nulls_equal=True))
     n = pl.len().over("symbol", "date")
-    bad = prices.filter(n > 1).with_columns(n.alias("_n"))
+    bad = sub.filter(n > 1).with_columns(n.alias("_n"))
     return _report(bad, pl.format("(symbol, date) occurs {} times", pl.col("_n")))
 
 
@@ -150,15 +154,22 @@ def long_gaps(prices: pl.DataFrame, max_gap_days: int) -> pl.DataFrame:
 
 def all_problems(prices: pl.DataFrame, data_spec: DataSpec, today: dt.date | None = None) -> pl.DataFrame:
     """Every problem the validation looks for, in one frame (symbol, date, problem [+ file, row])."""
-    return _concat([f for stage in _stages(prices, data_spec, today) for f in stage])
+    return _concat([check() for _, stage in _stages(prices, data_spec, today) for check in stage])
 
 
-def _stages(prices: pl.DataFrame, ds: DataSpec, today: dt.date | None) -> list[list[pl.DataFrame]]:
-    first = [bad_symbols(prices), price_problems(prices)]
+def _stages(prices: pl.DataFrame, ds: DataSpec,
+            today: dt.date | None) -> list[tuple[str, list[Callable[[], pl.DataFrame]]]]:
+    """The validation stages in order, each a title and its checks (run lazily: a stage runs only when the
+    previous ones passed)."""
+    first = [lambda: bad_symbols(prices), lambda: price_problems(prices)]
     if not ds.allow_future_dates:
-        first.append(future_dates(prices, today or dt.date.today()))
-    return [first, [duplicate_rows(prices), unsorted_rows(prices)],
-            [short_history(prices, ds.min_history_days), long_gaps(prices, ds.max_gap_days)]]
+        first.append(lambda: future_dates(prices, today or dt.date.today()))
+    return [
+        ("bad price rows", first),
+        ("duplicate or unsorted dates", [lambda: duplicate_rows(prices), lambda: unsorted_rows(prices)]),
+        ("too little history or calendar gaps", [lambda: short_history(prices, ds.min_history_days),
+                                                 lambda: long_gaps(prices, ds.max_gap_days)]),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -258,9 +269,8 @@ def validate_prices(prices: pl.DataFrame, origin: dict[str, str] | None, data_sp
     prices = _coerce_lenient(prices)
     _check_schema(prices, origin)
     prices = _with_context(prices, origin)
-    titles = ["bad price rows", "duplicate or unsorted dates", "too little history or calendar gaps"]
-    for title, frames in zip(titles, _stages(prices, data_spec, today)):
-        raise_problems(_concat(frames), title)
+    for title, checks in _stages(prices, data_spec, today):
+        raise_problems(_concat([check() for check in checks]), title)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -306,6 +316,11 @@ def _missing_column(raw_columns: list[str], label: str, symbol: str | None, col:
     unknown = [c for c in raw_columns if _canonical(c) not in COLUMN_ALIASES.values()]
     guess = difflib.get_close_matches(col, [c.lower() for c in unknown], n=1, cutoff=0.5)
     hint = f" (did you mean '{unknown[[c.lower() for c in unknown].index(guess[0])]}'?)" if guess else ""
+    canon = {_canonical(c) for c in raw_columns}
+    if "sector" in canon and col != "sector":
+        hint += " (a sectors table? name it in data.sectors_file)"
+    elif "vix" in canon and col != "vix":
+        hint += " (a VIX series? name it in data.vix_file)"
     found = ", ".join(repr(c) for c in raw_columns) or "none"
     return PriceValidationError(f"{_where(label, symbol)}, header row: missing column '{col}'{hint}; "
                                 f"columns found: {found}")
@@ -430,8 +445,11 @@ def load_folder(data_spec: DataSpec) -> SourceData:
     folder = Path(data_spec.folder or "").expanduser()
     if not folder.is_dir():
         raise PriceValidationError(f"data.folder: {folder} is not a folder")
-    special = {(folder / x).resolve() for x in (data_spec.index_file, data_spec.vix_file, data_spec.sectors_file)
-               if x}
+    named = [x for x in (data_spec.index_file, data_spec.vix_file, data_spec.sectors_file) if x]
+    for name in named:
+        if not (folder / name).is_file():
+            raise PriceValidationError(f"file {name}: not found in {folder}")
+    special = {(folder / x).resolve() for x in named}
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FILE_SUFFIXES
                    and not p.name.startswith(".") and p.resolve() not in special)
     if not files:
@@ -461,8 +479,13 @@ def frame_from_yahoo(df: Any, symbol: str | None = None) -> pl.DataFrame:
         if df.columns.nlevels != 2:
             raise PriceValidationError(f"yahoo: expected two column levels (field, ticker), got "
                                        f"{df.columns.nlevels}")
-        lvl0 = {_canonical(v) for v in df.columns.get_level_values(0)}
-        field_level = 0 if lvl0 & fields else 1
+        names = [str(n).lower() for n in df.columns.names]
+        if "price" in names or "ticker" in names:
+            field_level = names.index("price") if "price" in names else 1 - names.index("ticker")
+        else:  # unnamed levels: the field level is the one whose values are all known field names
+            share = [np.mean([_canonical(v) in fields for v in df.columns.get_level_values(i).unique()])
+                     for i in (0, 1)]
+            field_level = int(np.argmax(share))
         wide = {}
         for name in df.columns.get_level_values(field_level).unique():
             canon = _canonical(name)
@@ -523,7 +546,10 @@ def load_yahoo(data_spec: DataSpec, downloader: Downloader | None = None) -> Sou
     prices = prices.with_columns(pl.format("yahoo:{}", pl.col("symbol")).alias("_file"),
                                  (pl.int_range(pl.len(), dtype=pl.Int64).over("symbol") + 1).alias("_row"))
     index = fetch([data_spec.index_symbol]).select("date", "close")
-    vix_frame = fetch([data_spec.vix_symbol]).select("date", pl.col("close").alias("vix"))
+    try:  # real VIX is optional: the market context falls back to its proxy
+        vix_frame = fetch([data_spec.vix_symbol]).select("date", pl.col("close").alias("vix"))
+    except PriceValidationError:
+        vix_frame = pl.DataFrame(schema={"date": pl.Date, "vix": pl.Float64})
     origin = {s: f"yahoo:{s}" for s in prices["symbol"].unique(maintain_order=True).to_list()}
     return SourceData(prices.select("_file", "_row", *prices.columns[:-2]), index,
                       vix_frame if vix_frame.height else None, _EMPTY_SECTORS, origin)
