@@ -253,10 +253,13 @@ class WalkForwardSpec(_Strict):
     meta_models: list[str] = Field(default=["lightgbm", "logreg"],
                                    description="Models of the backtest meta learner (fitted for the 'full' arm).")
     model_params: dict[str, dict[str, Any]] = Field(
-        default={"lightgbm": {"num_leaves": 15, "max_bin": 63, "min_child_samples": 100, "colsample_bytree": 0.5}},
-        description="Per-model parameter overrides for backtest fits (applied after n_estimators).")
+        default={"lightgbm": {"num_leaves": 7, "max_bin": 15, "min_child_samples": 300, "colsample_bytree": 0.2,
+                              "subsample": 0.3, "force_col_wise": True, "bin_construct_sample_cnt": 5000},
+                 "logreg": {"tol": 0.001}},
+        description="Per-model parameter overrides for backtest fits (applied after n_estimators): small, strongly "
+                    "regularised trees so 18 folds x 6 arms fit in about a minute on 2 cores.")
     min_train_rows: int = Field(default=1000, ge=1, description="A fold with fewer labelled training rows is skipped.")
-    n_jobs: int = Field(default=2, ge=1, description="Folds fitted in parallel (each fit single-threaded when > 1).")
+    n_jobs: int = Field(default=2, ge=1, description="Folds fitted in parallel threads (every fit single-threaded).")
     seed: int = Field(default=42, description="Seed of the per-fold draw of at most max_train_rows rows.")
 
 

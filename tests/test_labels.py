@@ -184,3 +184,23 @@ def test_errors_name_the_problem():
             .otherwise(pl.col("close")).alias("close")))
     with pytest.raises(LabelError, match="regime_labels has duplicate rows for symbol AAA"):
         build_labels(feats, pl.concat([reg, reg.head(1)]), LabelSpec(), px)
+
+
+def test_unsorted_inputs_give_the_same_labels_in_features_order():
+    px = _prices(seed=2)
+    feats, reg = _features(px), _regimes(px)
+    base = build_labels(feats, reg, LabelSpec(), px)
+    shuffled = feats.sample(fraction=1.0, shuffle=True, seed=1)
+    out = build_labels(shuffled, reg.sample(fraction=1.0, shuffle=True, seed=2), LabelSpec(),
+                       px.sample(fraction=1.0, shuffle=True, seed=3))
+    assert out.select(shuffled.columns).equals(shuffled)  # rows stay in the order of the features
+    assert out.sort("symbol", "date").equals(base)
+
+
+def test_duplicate_prices_or_features_raise():
+    px = _prices()
+    feats, reg = _features(px), _regimes(px)
+    with pytest.raises(LabelError, match="prices has duplicate rows for symbol BBB"):
+        build_labels(feats, reg, LabelSpec(), pl.concat([px, px.filter(pl.col("symbol") == "BBB").head(1)]))
+    with pytest.raises(LabelError, match="features has duplicate rows for symbol CCC"):
+        build_labels(pl.concat([feats, feats.tail(1)]), reg, LabelSpec(), px)

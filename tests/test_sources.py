@@ -89,7 +89,8 @@ def test_zero_byte_file_and_missing_special_files(tmp_path):
         load_source(DataSpec(source="folder", folder=str(tmp_path)), today=TODAY)
     with pytest.raises(PriceValidationError, match="nope.csv: not found"):
         load_source(folder_spec("good_long", **{**GOOD_LONG, "index_file": "nope.csv"}), today=TODAY)
-    with pytest.raises(PriceValidationError, match=r"sectors.csv, header row: missing column 'date'.*data.sectors_file"):
+    with pytest.raises(PriceValidationError,
+                       match=r"sectors.csv, header row: missing column 'date'.*data.sectors_file"):
         load_source(folder_spec("good_long", index_file="index.csv", vix_file="vix.csv"), today=TODAY)
     with pytest.raises(PriceValidationError, match="is not a folder"):
         load_source(DataSpec(source="folder", folder=str(tmp_path / "missing")), today=TODAY)

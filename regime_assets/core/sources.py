@@ -634,7 +634,8 @@ def load_source(data_spec: DataSpec, today: dt.date | None = None,
     return SourceData(prices=prices.select(keep).sort("symbol", "date"), index=index.sort("date"),
                       vix=vix if vix is None or vix.height else None, sectors=sectors,
                       origin={s: f for s, f in data.origin.items() if s in kept},
-                      states=None if data.states is None else data.states.filter(pl.col("date").is_between(first, last)))
+                      states=None if data.states is None
+                      else data.states.filter(pl.col("date").is_between(first, last)))
 
 
 def _bundled_sectors() -> pl.DataFrame:

@@ -28,7 +28,8 @@ Arms (every arm is tested on exactly the same rows, so their differences are pai
 
 Models: ``spec.models`` entries named in ``walk_forward.models`` (and ``meta_models``) with ``n_estimators``
 replaced by ``walk_forward.n_estimators`` and ``walk_forward.model_params`` applied on top. Folds run in
-``walk_forward.n_jobs`` threads (each fit single-threaded then); results do not depend on the thread count.
+``walk_forward.n_jobs`` threads, every fit single-threaded (model ``n_jobs`` and BLAS/OpenMP pools set to 1), so
+the results do not depend on ``n_jobs``.
 
 Differences: for every arm (and model) other than the ``unweighted`` baseline and every regime scope
 (``overall`` + the 5 regimes), ``diff = metric(arm) - metric(unweighted)`` on the scope's test rows, with a
@@ -548,6 +549,15 @@ def _event_windows(arch: pl.DataFrame, spec: Spec) -> list[tuple[str, str, dt.da
 def run_walk_forward(labeled: pl.DataFrame, archive: pl.DataFrame | None, spec: Spec,
                      progress: Callable[[str], None] | None = None) -> WalkForwardResult:
     """Walk-forward backtest of ``spec.walk_forward.arms`` and leave-one-crisis-out; see the module doc."""
+    from threadpoolctl import threadpool_limits
+
+    # every fit runs single-threaded (BLAS/OpenMP pools too); walk_forward.n_jobs folds run side by side
+    with threadpool_limits(limits=1):
+        return _run_walk_forward(labeled, archive, spec, progress, max(1, int(spec.walk_forward.n_jobs)), 1)
+
+
+def _run_walk_forward(labeled: pl.DataFrame, archive: pl.DataFrame | None, spec: Spec,
+                      progress: Callable[[str], None] | None, workers: int, threads: int) -> WalkForwardResult:
     t_start = time.perf_counter()
     _check_spec(spec)
     feats = _check_labeled(labeled)
@@ -556,8 +566,6 @@ def run_walk_forward(labeled: pl.DataFrame, archive: pl.DataFrame | None, spec: 
     labeled = labeled.sort("symbol", "date")
     train_cols = ["symbol", "date", "regime", "label", *feats]
     arch = _prepare_archive(archive, train_cols, labeled.schema)
-    workers = max(1, int(wf.n_jobs))
-    threads = 1 if workers > 1 else int(wf.n_jobs)
     ctx = _Ctx(spec=spec, features=feats,
                mspecs={m: backtest_model_spec(spec, m, threads) for m in wf.models},
                meta_specs={m: backtest_model_spec(spec, m, threads) for m in wf.meta_models},

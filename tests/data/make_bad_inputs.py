@@ -131,8 +131,8 @@ def _bad_folders() -> dict[str, dict]:
     manifest["bad_path_symbol"] = {"file": "prices.csv", "symbol": "../x", "row": BAD_ROWS + 1,
                                    "date": str(base["date"][0]), "problem": "symbol name must match"}
 
-    future = pl.concat([base, pl.DataFrame({"date": pd.bdate_range("2099-01-02", periods=3).values.astype("datetime64[D]"),
-                                            "close": [60.0, 61.0, 62.0]})])
+    later = pd.bdate_range("2099-01-02", periods=3).values.astype("datetime64[D]")
+    future = pl.concat([base, pl.DataFrame({"date": later, "close": [60.0, 61.0, 62.0]})])
     per_symbol("bad_future_dates", future, BAD_ROWS + 1, "2099-01-02", problem="after today")
     return manifest
 
