@@ -103,6 +103,15 @@ class FeatureSpec(_Strict):
     beta_windows: list[int] = [63, 252]
     vix_change_windows: list[int] = [1, 5, 21]
     vix_percentile_window: int = 252
+    macd_fast: int = Field(default=12, ge=2)
+    macd_slow: int = Field(default=26, ge=3)
+    macd_signal: int = Field(default=9, ge=2)
+
+    @model_validator(mode="after")
+    def _macd(self) -> "FeatureSpec":
+        if self.macd_fast >= self.macd_slow:
+            raise ValueError("features: macd_fast must be below macd_slow")
+        return self
 
 
 class LabelSpec(_Strict):

@@ -36,7 +36,7 @@ def features(context: AssetExecutionContext, settings: RegimeSettings, raw_price
              market_context: pl.DataFrame, sectors: pl.DataFrame) -> Output[pl.DataFrame]:
     spec = settings.spec
     out = build_features(raw_prices, market_context, sectors, spec.features)
-    cat = feature_catalog(spec.features)
+    cat = feature_catalog(spec.features, volume="volume" in raw_prices.columns)
     meta = base_meta(out.select("symbol", "date", "sector", *_features_of(out)[:8]), spec.spec_hash)
     meta.update({"rows": num(out.height), "feature_count": num(len(_features_of(out))),
                  "feature_catalog": md(cat, 400)})

@@ -8,7 +8,7 @@ Conventions (every window counts trading rows of the symbol, or of the index for
 * RSI uses **Wilder** smoothing: an exponential mean with ``alpha = 1/w`` (no bias adjustment, started at the
   symbol's first price change) of the up and down moves of the close; ``RSI = 100 * up / (up + down)``, 50 when
   both are 0;
-* MACD is 12/26/9 (exponential means with ``span``, no bias adjustment), divided by the close;
+* MACD is fast/slow/signal = 12/26/9 by default (spec features.macd_*; exponential means with ``span``, no bias adjustment), divided by the close;
 * Bollinger position is the z-score of the close against its ``w``-day mean and population std (ddof=0);
 * beta/correlation/idiosyncratic vol regress the symbol's daily log return on the index's over ``w`` rows;
 * vol ratios and MA crossovers pair consecutive windows and each window with the longest (short / long);
@@ -35,7 +35,6 @@ import polars as pl
 from regime_assets.spec import FeatureSpec
 
 TRADING_DAYS = 252  # annualisation convention (as in core.market)
-MACD_FAST, MACD_SLOW, MACD_SIGNAL = 12, 26, 9  # the classic MACD parameters (FeatureSpec has no field for them)
 PREFIX = "f_"
 KEY_COLUMNS = ("symbol", "date", "sector", "sector_code")
 UNKNOWN_SECTOR = "unknown"
@@ -91,6 +90,7 @@ class _W:
     beta: list[int]
     vix_chg: list[int]
     vix_pct: int
+    macd: tuple[int, int, int]
 
 
 def _all_windows(fspec: FeatureSpec) -> _W:
@@ -104,6 +104,7 @@ def _all_windows(fspec: FeatureSpec) -> _W:
         beta=_windows(fspec, "beta_windows", 3),
         vix_chg=_windows(fspec, "vix_change_windows", 1),
         vix_pct=_windows(fspec, "vix_percentile_window", 2)[0],
+        macd=(fspec.macd_fast, fspec.macd_slow, fspec.macd_signal),
     )
 
 
@@ -137,6 +138,7 @@ def _market_defs(w: _W) -> list[_Feat]:
 
 def _temp_stages(w: _W, has_volume: bool) -> list[list[pl.Expr]]:
     """Intermediate per-symbol columns (named ``_*``), in dependency order; dropped from the output."""
+    MACD_FAST, MACD_SLOW, MACD_SIGNAL = w.macd
     c, r = pl.col("close"), pl.col("_r")
     s1 = [_sym((c / c.shift(1)).log()).alias("_r"), _sym(c.diff()).alias("_d")]
     ema_f = c.ewm_mean(span=MACD_FAST, adjust=False, min_samples=MACD_SLOW)
@@ -178,6 +180,7 @@ def _temp_stages(w: _W, has_volume: bool) -> list[list[pl.Expr]]:
 
 
 def _symbol_defs(w: _W, has_volume: bool) -> list[_Feat]:
+    MACD_FAST, MACD_SLOW, MACD_SIGNAL = w.macd
     """Features of each symbol's own series (and its joint series with the index)."""
     c = pl.col("close")
     feats = [_Feat(f"f_ret_{n}", n, f"log return over {n} days", _sym((c / c.shift(n)).log()), True)
