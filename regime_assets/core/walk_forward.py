@@ -41,18 +41,18 @@ dates) and recomputes both arms' metric on the rows of the drawn dates. The inte
 ``no`` when it is on the worse side, ``inconclusive`` when it contains 0 or the scope has fewer than
 ``evaluation.min_rows`` test rows or fewer than 2 test dates.
 
-Leave-one-crisis-out: for each archive event with labelled rows in labeled_samples, the event's trading days are a
-custom test block (``PurgedWalkForward`` with ``allow_after=True``): the ``horizon`` days before it are purged and
-``max(training_set.embargo_days, horizon)`` days after it embargoed; window rows train from ``train_years`` before
-to ``train_years`` after the block; the ``unweighted`` and ``full`` arms are fitted (``full`` with the other
-events' archive rows at allowed dates) and tested on the event's rows.
+Leave-one-crisis-out: for each event (the spec's, then captured ones only the archive holds) with labelled rows in
+labeled_samples, the event's trading days are a custom test block (``PurgedWalkForward`` with ``allow_after=True``):
+the ``horizon`` days before it are purged and ``max(training_set.embargo_days, horizon)`` days after it embargoed;
+window rows train from ``train_years`` before to ``train_years`` after the block (capped at ``max_train_rows``);
+the ``unweighted`` and ``full`` arms are fitted (``full`` with the other events' archive rows at allowed dates) and
+tested on the event's rows. ``loco_folds`` lists every event, with the reason when one is skipped.
 """
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
-import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -66,7 +66,7 @@ from regime_assets.core.ensemble import MetaLearner, fit_meta
 from regime_assets.core.evaluation import metrics, paired_difference
 from regime_assets.core.models import FittedModel, ModelError, encode_labels, fit_model, inner_split, oof_frame
 from regime_assets.core.sampling import balanced_sample
-from regime_assets.core.splits import PurgedWalkForward, to_days, years_before
+from regime_assets.core.splits import DAYS_PER_YEAR, PurgedWalkForward, to_days
 from regime_assets.core.weights import sample_weights
 from regime_assets.spec import CLASSES, REGIMES, ModelSpec, Spec
 
@@ -110,8 +110,8 @@ FIT_LOG_SCHEMA = {"fold": pl.Int64, "event_id": pl.Utf8, "arm": pl.Utf8, "model"
 TRAIN_DATES_SCHEMA = {"fold": pl.Int64, "arm": pl.Utf8, "source": pl.Utf8, "date": pl.Date, "rows": pl.Int64}
 LOCO_TRAIN_DATES_SCHEMA = {"event_id": pl.Utf8, "arm": pl.Utf8, "source": pl.Utf8, "date": pl.Date,
                            "rows": pl.Int64}
-META_WEIGHT_SCHEMA = {"fold": pl.Int64, "model": pl.Utf8, "method": pl.Utf8, "oof_metric": pl.Utf8, "oof_value": pl.Float64,
-                      "oof_rows": pl.Int64, "weight": pl.Float64}
+META_WEIGHT_SCHEMA = {"fold": pl.Int64, "model": pl.Utf8, "method": pl.Utf8, "oof_metric": pl.Utf8,
+                      "oof_value": pl.Float64, "oof_rows": pl.Int64, "weight": pl.Float64}
 
 
 class WalkForwardError(ValueError):
@@ -228,7 +228,8 @@ def _prepare_archive(archive: pl.DataFrame | None, cols: list[str], schema: pl.S
     try:
         arch = archive.select([pl.col(c).cast(t) for c, t in out_schema.items()])
     except pl.exceptions.PolarsError as err:
-        raise WalkForwardError(f"walk forward: rare_event_archive columns do not match labeled_samples: {err}") from None
+        raise WalkForwardError(f"walk forward: rare_event_archive columns do not match labeled_samples: "
+                               f"{err}") from None
     arch = arch.filter(pl.col("label").is_not_null())
     bad = arch.filter(pl.col("event_id").is_null() | pl.col("event_weight").is_null() | (pl.col("event_weight") <= 0))
     if bad.height:
@@ -263,7 +264,7 @@ def _years_after(d: dt.date, years: float) -> dt.date:
     whole = int(years)
     y = d.year + whole
     out = dt.date(y, d.month, min(d.day, calendar.monthrange(y, d.month)[1]))
-    return out + dt.timedelta(days=round((years - whole) * 365.25))
+    return out + dt.timedelta(days=round((years - whole) * DAYS_PER_YEAR))
 
 
 # ----------------------------------------------------------------------------------------------- arm training sets
@@ -275,41 +276,65 @@ class _Ctx:
     features: list[str]
     mspecs: dict[str, ModelSpec]
     meta_specs: dict[str, ModelSpec]
-    train_cols: list[str]
+    lab: pl.DataFrame  # labeled_samples (all rows), training columns only
+    arch: pl.DataFrame  # archive rows, training columns + event_id, event_weight
+    tests: pl.DataFrame  # labeled_samples (all rows), test columns + features
 
 
-def _cap(df: pl.DataFrame, max_rows: int, rng: np.random.Generator) -> pl.DataFrame:
-    if df.height <= max_rows:
-        return df
-    return df[np.sort(rng.choice(df.height, size=max_rows, replace=False))]
+SLIM = ("symbol", "date", "regime")
 
 
-def _as_pool(window: pl.DataFrame, archive: pl.DataFrame | None, cols: list[str]) -> pl.DataFrame:
-    parts = [window.select(*cols, pl.lit("window").alias("source"), pl.lit("train").alias("split"),
-                           pl.lit(None, dtype=pl.Utf8).alias("event_id"),
-                           pl.lit(None, dtype=pl.Float64).alias("event_weight"))]
-    if archive is not None and archive.height:
-        parts.append(archive.select(*cols, pl.lit("archive").alias("source"), pl.lit("train").alias("split"),
-                                    "event_id", "event_weight"))
+def _cap(idx: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:
+    if idx.size <= max_rows:
+        return idx
+    return np.sort(rng.choice(idx, size=max_rows, replace=False))
+
+
+def _slim_pool(ctx: _Ctx, win_idx: np.ndarray, arch_idx: np.ndarray | None) -> pl.DataFrame:
+    """Key columns of the rows a balanced sample draws from; ``_i`` points into ``ctx.lab`` or ``ctx.arch``."""
+    parts = [ctx.lab.select(SLIM)[win_idx].with_columns(
+        pl.lit("window").alias("source"), pl.lit("train").alias("split"), pl.lit(None, dtype=pl.Utf8).alias("event_id"),
+        pl.lit(None, dtype=pl.Float64).alias("event_weight"), pl.Series("_i", win_idx, dtype=pl.Int64))]
+    if arch_idx is not None and arch_idx.size:
+        parts.append(ctx.arch.select(*SLIM, "event_id", "event_weight")[arch_idx].select(
+            *SLIM, pl.lit("archive").alias("source"), pl.lit("train").alias("split"), "event_id", "event_weight",
+            pl.Series("_i", arch_idx, dtype=pl.Int64)))
     return pl.concat(parts, how="vertical")
+
+
+def _gather(ctx: _Ctx, slim: pl.DataFrame) -> pl.DataFrame:
+    """The training rows of ``slim`` (same order): training columns + ``source`` (+ ``row_id`` when present)."""
+    is_arch = (slim.get_column("source") == "archive").to_numpy()
+    idx = slim.get_column("_i").to_numpy()
+    cols = ctx.lab.columns
+    parts = [ctx.lab[idx[~is_arch]]]
+    if is_arch.any():
+        parts.append(ctx.arch.select(cols)[idx[is_arch]])
+    order = np.concatenate([np.flatnonzero(~is_arch), np.flatnonzero(is_arch)])
+    rows = pl.concat(parts, how="vertical")[np.argsort(order, kind="stable")]
+    extra = [c for c in ("source", "row_id") if c in slim.columns]
+    return pl.concat([rows, slim.select(extra)], how="horizontal")
 
 
 def _with_onehot(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns([(pl.col("regime") == r).cast(pl.Float64).alias(c) for r, c in zip(REGIMES, ONEHOT)])
 
 
-def _arm_sets(arms: list[str], window: pl.DataFrame, archive: pl.DataFrame, ctx: _Ctx,
+def _arm_sets(arms: list[str], win_idx: np.ndarray, arch_idx: np.ndarray, ctx: _Ctx,
               rng: np.random.Generator) -> dict[str, tuple[pl.DataFrame, np.ndarray | None, list[str]]]:
     """Per arm: (training rows with ``source``, weights or None, feature list); see the module doc."""
     spec, wf = ctx.spec, ctx.spec.walk_forward
     out: dict[str, tuple[pl.DataFrame, np.ndarray | None, list[str]]] = {}
     plain = None
     if {"unweighted", "regime_weights", "regime_feature"} & set(arms):
-        plain = _cap(window, wf.max_train_rows, rng).select(*ctx.train_cols, pl.lit("window").alias("source"))
+        keep = _cap(win_idx, wf.max_train_rows, rng)
+        plain = ctx.lab[keep].with_columns(pl.lit("window").alias("source"))
     bspec = spec.balance.model_copy(update={"target_size": min(spec.balance.target_size, wf.max_train_rows)})
-    balanced = None
+    balanced = bal_w = None
     if {"balanced", "no_archive"} & set(arms):
-        balanced, _ = balanced_sample(_as_pool(window, None, ctx.train_cols), bspec)
+        slim, _ = balanced_sample(_slim_pool(ctx, win_idx, None), bspec)
+        balanced = _gather(ctx, slim)
+        bal_w = sample_weights(slim, spec.weights).get_column("weight").to_numpy()
     for arm in arms:
         if arm == "unweighted":
             out[arm] = (plain, None, ctx.features)
@@ -323,10 +348,11 @@ def _arm_sets(arms: list[str], window: pl.DataFrame, archive: pl.DataFrame, ctx:
         elif arm == "balanced":
             out[arm] = (balanced, None, ctx.features)
         elif arm == "no_archive":
-            out[arm] = (balanced, sample_weights(balanced, spec.weights).get_column("weight").to_numpy(), ctx.features)
+            out[arm] = (balanced, bal_w, ctx.features)
         elif arm == "full":
-            full, _ = balanced_sample(_as_pool(window, archive, ctx.train_cols), bspec)
-            out[arm] = (full, sample_weights(full, spec.weights).get_column("weight").to_numpy(), ctx.features)
+            slim, _ = balanced_sample(_slim_pool(ctx, win_idx, arch_idx), bspec)
+            out[arm] = (_gather(ctx, slim), sample_weights(slim, spec.weights).get_column("weight").to_numpy(),
+                        ctx.features)
     return out
 
 
@@ -401,9 +427,9 @@ def _fit_and_predict(arm_sets: dict[str, tuple[pl.DataFrame, np.ndarray | None, 
 @dataclass
 class _Task:
     key: int | str
-    test: pl.DataFrame
-    window: pl.DataFrame
-    archive: pl.DataFrame
+    test_idx: np.ndarray  # rows of labeled_samples
+    win_idx: np.ndarray  # rows of labeled_samples
+    arch_idx: np.ndarray  # rows of the archive
     arms: list[str]
     seed: tuple[int, ...]
     meta: bool
@@ -411,10 +437,12 @@ class _Task:
 
 def _run_task(task: _Task, ctx: _Ctx) -> dict[str, Any]:
     rng = np.random.default_rng(list(task.seed))
-    sets = _arm_sets(task.arms, task.window, task.archive, ctx, rng)
-    preds, log, meta_rows = _fit_and_predict(sets, task.test, ctx, ctx.spec.walk_forward.models, task.meta)
+    sets = _arm_sets(task.arms, task.win_idx, task.arch_idx, ctx, rng)
+    test = ctx.tests[task.test_idx]
+    preds, log, meta_rows = _fit_and_predict(sets, test, ctx, ctx.spec.walk_forward.models, task.meta)
     dates = [_train_dates(rows).with_columns(pl.lit(arm).alias("arm")) for arm, (rows, _, _) in sets.items()]
-    return {"key": task.key, "preds": preds, "log": log, "meta": meta_rows, "dates": pl.concat(dates)}
+    return {"key": task.key, "test": test.select(TEST_COLUMNS), "preds": preds, "log": log, "meta": meta_rows,
+            "dates": pl.concat(dates)}
 
 
 def _run_all(tasks: list[_Task], ctx: _Ctx, workers: int) -> list[dict[str, Any]]:
@@ -422,11 +450,6 @@ def _run_all(tasks: list[_Task], ctx: _Ctx, workers: int) -> list[dict[str, Any]
         return [_run_task(t, ctx) for t in tasks]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda t: _run_task(t, ctx), tasks))
-
-
-def _calendar(labeled: pl.DataFrame, archive: pl.DataFrame) -> tuple[pl.Series, np.ndarray]:
-    combined = pl.concat([labeled.get_column("date"), archive.get_column("date")])
-    return combined, np.unique(to_days(combined))
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
@@ -478,7 +501,7 @@ def _evaluate(preds: pl.DataFrame, spec: Spec, pairs: list[tuple[str, str]]
     metric = spec.gate.primary_metric
     frames = _paired_frames(preds, pairs)
     metric_rows = [{"arm": arm, "model": model, **r} for (arm, model), f in frames.items() for r in _scope_metrics(f)]
-    show_models = len({m for _, m in pairs}) > 1
+    one_model = len(wf.models) == 1
     diff_rows: list[dict[str, Any]] = []
     for arm, model in pairs:
         bm = model if (BASELINE_ARM, model) in frames else wf.models[0]
@@ -486,8 +509,8 @@ def _evaluate(preds: pl.DataFrame, spec: Spec, pairs: list[tuple[str, str]]
             continue
         pd_ = paired_difference(frames[(BASELINE_ARM, bm)], frames[(arm, model)], metric, ev)
         by = {r["regime"]: r for r in pd_.iter_rows(named=True)}
-        a = f"{arm} ({model})" if show_models else arm
-        b = f"{BASELINE_ARM} ({bm})" if show_models else BASELINE_ARM
+        a = arm if one_model and model in wf.models else f"{arm} ({model})"
+        b = BASELINE_ARM if one_model else f"{BASELINE_ARM} ({bm})"
         for scope in SCOPES:
             r = by.get(scope) or {"n": 0, "n_dates": 0, "value_a": None, "value_b": None, "diff": None,
                                   "ci_low": None, "ci_high": None}
@@ -533,16 +556,15 @@ def _loco_evaluate(preds: dict[str, list[tuple[str, str, np.ndarray]]], tests: d
 
 
 def _event_windows(arch: pl.DataFrame, spec: Spec) -> list[tuple[str, str, dt.date, dt.date]]:
-    """(event_id, regime, start, end) of the archive's events in archive order; spec dates when the spec names it."""
-    if arch.height == 0:
-        return []
-    by_spec = {e.id: e for e in spec.events}
-    ev = (arch.group_by("event_id", maintain_order=True)
-          .agg(pl.col("event_regime").first(), pl.col("date").min().alias("lo"), pl.col("date").max().alias("hi")))
-    out = []
-    for eid, reg, lo, hi in ev.iter_rows():
-        e = by_spec.get(eid)
-        out.append((eid, reg, e.start, e.end) if e is not None else (eid, reg, lo, hi))
+    """(event_id, regime, start, end): the spec's events in spec order, then events only the archive knows
+    (captured ones; their window is the first..last date of their archive rows)."""
+    out = [(e.id, e.regime, e.start, e.end) for e in spec.events]
+    known = {e.id for e in spec.events}
+    if arch.height:
+        ev = (arch.filter(~pl.col("event_id").is_in(list(known)))
+              .group_by("event_id", maintain_order=True)
+              .agg(pl.col("event_regime").first(), pl.col("date").min().alias("lo"), pl.col("date").max().alias("hi")))
+        out.extend(ev.iter_rows())
     return out
 
 
@@ -562,6 +584,7 @@ def _run_walk_forward(labeled: pl.DataFrame, archive: pl.DataFrame | None, spec:
     _check_spec(spec)
     feats = _check_labeled(labeled)
     wf, horizon = spec.walk_forward, spec.labels.horizon
+    embargo = int(spec.training_set.embargo_days)
     say = progress or (lambda _m: None)
     labeled = labeled.sort("symbol", "date")
     train_cols = ["symbol", "date", "regime", "label", *feats]
@@ -569,15 +592,25 @@ def _run_walk_forward(labeled: pl.DataFrame, archive: pl.DataFrame | None, spec:
     ctx = _Ctx(spec=spec, features=feats,
                mspecs={m: backtest_model_spec(spec, m, threads) for m in wf.models},
                meta_specs={m: backtest_model_spec(spec, m, threads) for m in wf.meta_models},
-               train_cols=train_cols)
+               lab=labeled.select(train_cols), arch=arch, tests=labeled.select(*TEST_COLUMNS, *feats))
 
-    combined, days = _calendar(labeled, arch)
+    # one trading-day calendar for labeled_samples and archive rows; indices >= n_lab are archive rows
+    combined = pl.concat([labeled.get_column("date"), arch.get_column("date")])
+    days = np.unique(to_days(combined))
     n_lab = labeled.height
-    pos_all = np.searchsorted(days, to_days(combined))
+    lab_dates = labeled.get_column("date")
+    lab_pos = np.searchsorted(days, to_days(lab_dates))
     is_lab = labeled.get_column("label").is_not_null().to_numpy()
-    lab_pos = pos_all[:n_lab]
-    arch_pos = pos_all[n_lab:]
-    embargo = int(spec.training_set.embargo_days)
+
+    def labelled(idx: np.ndarray) -> np.ndarray:
+        idx = idx[idx < n_lab]
+        return idx[is_lab[idx]]
+
+    def in_archive(idx: np.ndarray) -> np.ndarray:
+        return idx[idx >= n_lab] - n_lab
+
+    def zone_rows(lo: int, hi: int) -> int:
+        return int((is_lab & (lab_pos >= lo) & (lab_pos <= hi)).sum())
 
     # ---- walk-forward folds
     splitter = PurgedWalkForward.yearly(combined, wf.start_year, wf.test_years, wf.train_years, horizon,
@@ -585,33 +618,23 @@ def _run_walk_forward(labeled: pl.DataFrame, archive: pl.DataFrame | None, spec:
     arch_split = PurgedWalkForward(list(splitter.test_blocks), horizon, embargo=embargo, train_years=None)
     fold_rows: list[dict[str, Any]] = []
     tasks: list[_Task] = []
-    test_frames: dict[int, pl.DataFrame] = {}
     for k, ((tr, te), (atr, _)) in enumerate(zip(splitter.split(combined), arch_split.split(combined))):
         s, e = splitter.test_blocks[k]
-        tr = tr[tr < n_lab]
-        tr = tr[is_lab[tr]]
-        te = te[te < n_lab]
-        te = te[is_lab[te]]
-        atr = atr[atr >= n_lab] - n_lab
+        tr, te, atr = labelled(tr), labelled(te), in_archive(atr)
         lo = int(np.searchsorted(days, np.datetime64(s, "D")))
-        purged = int((is_lab & (lab_pos >= lo - horizon) & (lab_pos < lo)).sum())
-        window = labeled[tr]
         status = "ok"
         if te.size == 0:
             status = "skipped: no labelled test rows"
         elif tr.size < wf.min_train_rows:
             status = f"skipped: {tr.size} training rows < walk_forward.min_train_rows {wf.min_train_rows}"
-        dcol = window.get_column("date")
+        td = lab_dates.gather(tr)
         fold_rows.append({"fold": k, "test_start": s, "test_end": e, "test_rows": int(te.size),
-                          "train_start": dcol.min() if tr.size else None, "train_end": dcol.max() if tr.size else None,
-                          "train_rows": int(tr.size), "purged_rows": purged, "embargoed_rows": 0,
-                          "archive_rows": int(atr.size), "status": status})
-        if status != "ok":
-            continue
-        test = labeled[te].select(*TEST_COLUMNS, *feats)
-        test_frames[k] = test
-        tasks.append(_Task(key=k, test=test, window=window.select(train_cols), archive=arch[atr],
-                           arms=list(wf.arms), seed=(wf.seed, 0, k), meta=True))
+                          "train_start": td.min() if tr.size else None, "train_end": td.max() if tr.size else None,
+                          "train_rows": int(tr.size), "purged_rows": zone_rows(lo - horizon, lo - 1),
+                          "embargoed_rows": 0, "archive_rows": int(atr.size), "status": status})
+        if status == "ok":
+            tasks.append(_Task(key=k, test_idx=te, win_idx=tr, arch_idx=atr, arms=list(wf.arms),
+                               seed=(wf.seed, 0, k), meta=True))
     folds = pl.DataFrame(fold_rows, schema=FOLD_SCHEMA)
     if not tasks:
         raise WalkForwardError(f"walk forward: no fold can run (start_year {wf.start_year}, "
@@ -623,9 +646,8 @@ def _run_walk_forward(labeled: pl.DataFrame, archive: pl.DataFrame | None, spec:
     pred_parts, log_rows, date_parts, meta_rows = [], [], [], []
     for res in results:
         k = res["key"]
-        base = test_frames[k].select(*TEST_COLUMNS)
         for arm, model, p in res["preds"]:
-            pred_parts.append(base.with_columns(
+            pred_parts.append(res["test"].with_columns(
                 pl.lit(k, dtype=pl.Int64).alias("fold"), pl.lit(arm).alias("arm"), pl.lit(model).alias("model"),
                 *[pl.Series(c, p[:, i]) for i, c in enumerate(PROBA)]))
         log_rows.extend({"fold": k, "event_id": None, **r} for r in res["log"])
@@ -635,66 +657,53 @@ def _run_walk_forward(labeled: pl.DataFrame, archive: pl.DataFrame | None, spec:
     pairs = [(a, m) for a in wf.arms for m in wf.models]
     if META_ARM in wf.arms and wf.meta_models:
         pairs.append((META_ARM, META_MODEL))
+    say("walk forward: paired bootstrap of the arms")
     arm_metrics, arm_differences, answer = _evaluate(predictions, spec, pairs)
     train_dates = pl.concat(date_parts).select(list(TRAIN_DATES_SCHEMA)).cast(TRAIN_DATES_SCHEMA)
 
     # ---- leave-one-crisis-out
     loco_fold_rows: list[dict[str, Any]] = []
     loco_tasks: list[_Task] = []
-    loco_tests: dict[str, pl.DataFrame] = {}
     loco_regimes: dict[str, str] = {}
     loco_arms = [a for a in LOCO_ARMS if a in wf.arms]
+    loco_embargo = max(embargo, horizon)
     if wf.leave_one_crisis_out and loco_arms:
-        loco_embargo = max(embargo, horizon)
-        lab_dates = labeled.get_column("date")
         for j, (eid, reg, s, e) in enumerate(_event_windows(arch, spec)):
-            in_event = (lab_dates >= s) & (lab_dates <= e)
-            te = np.flatnonzero(in_event.to_numpy() & is_lab)
+            te = np.flatnonzero(((lab_dates >= s) & (lab_dates <= e)).to_numpy() & is_lab)
             row = {"event_id": eid, "event_regime": reg, "test_start": None, "test_end": None,
                    "test_rows": int(te.size), "train_rows_before": 0, "train_rows_after": 0, "purged_rows": 0,
                    "embargoed_rows": 0, "archive_rows": 0, "status": "ok"}
+            loco_fold_rows.append(row)
             if te.size == 0:
                 row["status"] = "skipped: no labelled rows in the data"
-                loco_fold_rows.append(row)
                 continue
             tdays = lab_dates.gather(te)
             bs, be = tdays.min(), tdays.max()
             sp = PurgedWalkForward([(bs, be)], horizon, embargo=loco_embargo, train_years=wf.train_years,
                                    allow_after=True)
             asp = PurgedWalkForward([(bs, be)], horizon, embargo=loco_embargo, train_years=None, allow_after=True)
-            tr, _ = next(sp.split(combined))
-            atr, _ = next(asp.split(combined))
-            tr = tr[tr < n_lab]
-            tr = tr[is_lab[tr]]
-            after_limit = _years_after(be, wf.train_years)
-            tr_dates = lab_dates.gather(tr)
-            tr = tr[(tr_dates <= after_limit).to_numpy()]
-            atr = atr[atr >= n_lab] - n_lab
+            tr = labelled(next(sp.split(combined))[0])
+            atr = in_archive(next(asp.split(combined))[0])
+            tr = tr[(lab_dates.gather(tr) <= _years_after(be, wf.train_years)).to_numpy()]
             lo = int(np.searchsorted(days, np.datetime64(bs, "D")))
             hi = int(np.searchsorted(days, np.datetime64(be, "D")))
             before = int((lab_dates.gather(tr) < bs).sum())
             row.update({"test_start": bs, "test_end": be, "train_rows_before": before,
-                        "train_rows_after": int(tr.size) - before,
-                        "purged_rows": int((is_lab & (lab_pos >= lo - horizon) & (lab_pos < lo)).sum()),
-                        "embargoed_rows": int((is_lab & (lab_pos > hi) & (lab_pos <= hi + loco_embargo)).sum()),
-                        "archive_rows": int(atr.size)})
+                        "train_rows_after": int(tr.size) - before, "purged_rows": zone_rows(lo - horizon, lo - 1),
+                        "embargoed_rows": zone_rows(hi + 1, hi + loco_embargo), "archive_rows": int(atr.size)})
             if tr.size < wf.min_train_rows:
                 row["status"] = f"skipped: {tr.size} training rows < walk_forward.min_train_rows {wf.min_train_rows}"
-                loco_fold_rows.append(row)
                 continue
-            loco_fold_rows.append(row)
-            test = labeled[te].select(*TEST_COLUMNS, *feats)
-            loco_tests[eid] = test
             loco_regimes[eid] = reg
-            loco_tasks.append(_Task(key=eid, test=test, window=labeled[tr].select(train_cols), archive=arch[atr],
-                                    arms=loco_arms, seed=(wf.seed, 1, j), meta=False))
+            loco_tasks.append(_Task(key=eid, test_idx=te, win_idx=tr, arch_idx=atr, arms=loco_arms,
+                                    seed=(wf.seed, 1, j), meta=False))
     say(f"leave-one-crisis-out: {len(loco_tasks)} events")
     loco_results = _run_all(loco_tasks, ctx, workers)
-    loco_preds, loco_date_parts = {}, []
+    loco_preds, loco_tests, loco_date_parts = {}, {}, []
     for res in loco_results:
         loco_preds[res["key"]] = res["preds"]
-        for r in res["log"]:
-            log_rows.append({"fold": None, "event_id": res["key"], **r})
+        loco_tests[res["key"]] = res["test"]
+        log_rows.extend({"fold": None, "event_id": res["key"], **r} for r in res["log"])
         loco_date_parts.append(res["dates"].with_columns(pl.lit(res["key"]).alias("event_id")))
     loco, loco_diff = _loco_evaluate(loco_preds, loco_tests, loco_regimes, spec)
     loco_train_dates = (pl.concat(loco_date_parts).select(list(LOCO_TRAIN_DATES_SCHEMA)).cast(LOCO_TRAIN_DATES_SCHEMA)
@@ -715,6 +724,5 @@ def _run_walk_forward(labeled: pl.DataFrame, archive: pl.DataFrame | None, spec:
         meta_weights=pl.DataFrame(meta_rows, schema=META_WEIGHT_SCHEMA),
         seconds=time.perf_counter() - t_start,
         settings={"folds_run": len(tasks), "loco_events_run": len(loco_tasks), "workers": workers,
-                  "threads_per_fit": threads, "metric": spec.gate.primary_metric,
-                  "loco_embargo_days": max(embargo, horizon)},
+                  "threads_per_fit": threads, "metric": spec.gate.primary_metric, "loco_embargo_days": loco_embargo},
     )
