@@ -81,7 +81,7 @@ def test_whole_graph_materializes_on_tiny_synthetic(tiny_defs, home):
     with duckdb.connect(str(warehouse_path(home)), read_only=True) as conn:
         versions2 = pl.DataFrame(conn.sql("select * from model_versions").to_arrow_table())
         arch_dupes = conn.execute("select count(*) - count(distinct (event_id, symbol, date)) from "
-                                  "rare_event_archive").fetchone()[0]
+                                  "rare_event_archive").fetchall()[0][0]
         runs2 = pl.DataFrame(conn.sql("select * from training_runs order by started_at").to_arrow_table())
     assert versions2.height == 2 and arch_dupes == 0 and runs2.height == 2
     assert runs2["trigger"].to_list() == ["manual", "drift sensor"]
@@ -132,4 +132,4 @@ def test_failed_retraining_run_leaves_a_row(home, tmp_path, tiny_spec_path):
     assert "refusing to train" in row["error"]
     sensor(ctx)  # recording twice keeps one row
     with duckdb.connect(str(warehouse_path(home)), read_only=True) as conn:
-        assert conn.execute("select count(*) from training_runs").fetchone()[0] == 1
+        assert conn.execute("select count(*) from training_runs").fetchall()[0][0] == 1

@@ -67,7 +67,7 @@ def write_table(connection: duckdb.DuckDBPyConnection, schema: str, table: str, 
     connection.execute("begin transaction")
     try:
         connection.execute(f"create table if not exists {qual} as select * from arrow limit 0")
-        before = connection.execute(f"select count(*) from {qual}").fetchone()[0]
+        before = connection.execute(f"select count(*) from {qual}").fetchall()[0][0]
         cond = " and ".join(f't."{k}" is not distinct from n."{k}"' for k in keys)
         # dedupe the incoming frame on the key too, then insert only keys not stored yet
         connection.execute(
@@ -75,7 +75,7 @@ def write_table(connection: duckdb.DuckDBPyConnection, schema: str, table: str, 
             f"select *, row_number() over (partition by {', '.join(chr(34) + k + chr(34) for k in keys)}) as _rn "
             f"from arrow) n where _rn = 1 and not exists (select 1 from {qual} t where {cond})"
         )
-        after = connection.execute(f"select count(*) from {qual}").fetchone()[0]
+        after = connection.execute(f"select count(*) from {qual}").fetchall()[0][0]
         connection.execute("commit")
     except BaseException:
         connection.execute("rollback")
@@ -109,7 +109,7 @@ class _Handler(DbTypeHandler):
                 TableSchema(columns=[TableColumn(name=n, type=str(t)) for n, t in frame.schema.items()])),
         }
         if key:
-            total = connection.execute(f"select count(*) from {_qualified(table_slice)}").fetchone()[0]
+            total = connection.execute(f"select count(*) from {_qualified(table_slice)}").fetchall()[0][0]
             meta.update({"rows_appended": inserted, "row_count": int(total), "append_only_key": ", ".join(key)})
         else:
             meta["row_count"] = frame.height
