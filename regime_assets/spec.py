@@ -212,24 +212,24 @@ class ModelSpec(_Strict):
 
 DEFAULT_MODELS = [
     ModelSpec(name="rf", estimator="sklearn.ensemble.RandomForestClassifier",
-              params={"n_estimators": 200, "max_depth": 10, "min_samples_leaf": 20, "n_jobs": -1, "random_state": 42}),
+              params={"n_estimators": 150, "max_depth": 8, "min_samples_leaf": 20, "n_jobs": -1, "random_state": 42}),
     ModelSpec(name="extra_trees", estimator="sklearn.ensemble.ExtraTreesClassifier",
-              params={"n_estimators": 200, "max_depth": 12, "min_samples_leaf": 20, "n_jobs": -1, "random_state": 42}),
+              params={"n_estimators": 150, "max_depth": 10, "min_samples_leaf": 20, "n_jobs": -1, "random_state": 42}),
     ModelSpec(name="gradient_boosting", estimator="sklearn.ensemble.HistGradientBoostingClassifier",
-              params={"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 31, "l2_regularization": 1.0,
+              params={"max_iter": 150, "learning_rate": 0.08, "max_leaf_nodes": 15, "l2_regularization": 1.0,
                       "random_state": 42}),
     ModelSpec(name="xgboost", estimator="xgboost.XGBClassifier",
-              params={"n_estimators": 300, "max_depth": 5, "learning_rate": 0.05, "subsample": 0.8,
+              params={"n_estimators": 200, "max_depth": 4, "learning_rate": 0.08, "subsample": 0.8,
                       "colsample_bytree": 0.8, "tree_method": "hist", "n_jobs": 2, "random_state": 42}),
     ModelSpec(name="lightgbm", estimator="lightgbm.LGBMClassifier",
-              params={"n_estimators": 300, "num_leaves": 31, "learning_rate": 0.05, "subsample": 0.8,
+              params={"n_estimators": 200, "num_leaves": 15, "learning_rate": 0.08, "subsample": 0.8,
                       "subsample_freq": 1, "colsample_bytree": 0.8, "n_jobs": 2, "random_state": 42, "verbose": -1}),
     ModelSpec(name="logreg", estimator="sklearn.linear_model.LogisticRegression",
               params={"C": 0.1, "max_iter": 2000}, scale=True, shap="linear"),
     ModelSpec(name="svm", estimator="sklearn.svm.LinearSVC",
               params={"C": 0.05, "max_iter": 5000, "random_state": 42}, scale=True, calibrate=True, shap="kernel"),
     ModelSpec(name="mlp", estimator="sklearn.neural_network.MLPClassifier",
-              params={"hidden_layer_sizes": [64, 32], "alpha": 0.001, "max_iter": 60, "early_stopping": False,
+              params={"hidden_layer_sizes": [64, 32], "alpha": 0.001, "max_iter": 40, "early_stopping": False,
                       "random_state": 42}, scale=True, shap="kernel"),
 ]
 
@@ -252,12 +252,12 @@ class EvaluationSpec(_Strict):
 class WalkForwardSpec(_Strict):
     enabled: bool = True
     start_year: int = 2005
-    test_years: int = Field(default=1, ge=1)
+    test_years: int = Field(default=2, ge=1)
     train_years: float = Field(default=6.0, gt=0)
     models: list[str] = ["lightgbm"]
     arms: list[str] = ["unweighted", "regime_weights", "balanced", "regime_feature", "no_archive", "full"]
     max_train_rows: int = Field(default=40_000, ge=1000)
-    n_estimators: int = Field(default=150, ge=10, description="Boosting rounds for backtest fits (kept small).")
+    n_estimators: int = Field(default=100, ge=10, description="Boosting rounds for backtest fits (kept small).")
     leave_one_crisis_out: bool = True
     meta_models: list[str] = Field(default=["lightgbm", "logreg"],
                                    description="Models of the backtest meta learner (fitted for the 'full' arm).")
@@ -282,8 +282,8 @@ class GateSpec(_Strict):
 
 
 class ShapSpec(_Strict):
-    rows_per_regime: int = Field(default=200, ge=10)
-    kernel_rows: int = Field(default=40, ge=5, description="Rows for the model-agnostic explainer.")
+    rows_per_regime: int = Field(default=100, ge=10)
+    kernel_rows: int = Field(default=25, ge=5, description="Rows for the model-agnostic explainer.")
     kernel_background: int = Field(default=30, ge=5)
     top_k: int = Field(default=15, ge=1)
     seed: int = 11

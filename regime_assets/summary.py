@@ -64,6 +64,23 @@ def production_table(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame | None:
     return wide.select(["regime", *[c for c in want if c in wide.columns]])
 
 
+def archive_counts(arch: pl.DataFrame, spec: Spec, labels: pl.DataFrame | None) -> pl.DataFrame:
+    """Rows per event: the spec's events in spec order (with ``outside data range`` / ``no labelled rows`` when
+    they gave none), then events captured later."""
+    counts = dict(arch.group_by("event_id").len().iter_rows()) if arch.height else {}
+    lo = labels.get_column("date").min() if labels is not None and labels.height else None
+    hi = labels.get_column("date").max() if labels is not None and labels.height else None
+    rows = []
+    for e in spec.events:
+        n = int(counts.pop(e.id, 0))
+        outside = lo is None or e.end < lo or e.start > hi
+        status = "ok" if n else ("outside data range" if outside else "no labelled rows")
+        rows.append({"event_id": e.id, "dates": f"{e.start}..{e.end}", "rows": n, "status": status})
+    for eid, n in sorted(counts.items()):
+        rows.append({"event_id": eid, "dates": "captured", "rows": int(n), "status": "ok"})
+    return pl.DataFrame(rows, schema={"event_id": pl.Utf8, "dates": pl.Utf8, "rows": pl.Int64, "status": pl.Utf8})
+
+
 def print_summary(defs, home: Path, spec: Spec, result, elapsed: float) -> None:
     print(f"regime_assets: spec '{spec.name}' ({spec.spec_hash}), source {spec.data.source}, home {home}")
     print(f"materialized in {elapsed:.1f} s")
@@ -80,9 +97,9 @@ def print_summary(defs, home: Path, spec: Spec, result, elapsed: float) -> None:
             print("\nregime shares (symbol-days):")
             print(table_text(regime_shares(labels)))
         arch = read_table(conn, DEFAULT_SCHEMA, "rare_event_archive")
-        if arch is not None and arch.height:
+        if arch is not None:
             print("\nrare-event archive rows per event:")
-            print(table_text(arch.group_by("event_id").len().sort("event_id")))
+            print(table_text(archive_counts(arch, spec, labels)))
         prod = production_table(conn)
         if prod is not None:
             p = read_table(conn, DEFAULT_SCHEMA, "production_model")
