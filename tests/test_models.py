@@ -69,10 +69,11 @@ def test_build_estimator_wraps_scaling_and_calibration():
     assert isinstance(est.steps[0][1], StandardScaler)
     cal = est.steps[-1][1]
     assert isinstance(cal, CalibratedClassifierCV) and cal.method == "sigmoid" and cal.cv == 3
+    assert type(cal.estimator).__name__ == "SGDClassifier" and cal.estimator.loss == "hinge"
     mlp = build_estimator(next(m for m in DEFAULT_MODELS if m.name == "mlp"))
     assert mlp.steps[-1][1].hidden_layer_sizes == (64, 32)
     rf = build_estimator(next(m for m in DEFAULT_MODELS if m.name == "rf"))
-    assert not isinstance(rf, Pipeline) and rf.max_depth == 10
+    assert not isinstance(rf, Pipeline) and rf.max_depth == 8 and rf.max_samples == 0.5
 
 
 def test_build_estimator_errors_name_the_model():

@@ -573,8 +573,14 @@ def run_walk_forward(labeled: pl.DataFrame, archive: pl.DataFrame | None, spec: 
     """Walk-forward backtest of ``spec.walk_forward.arms`` and leave-one-crisis-out; see the module doc."""
     from threadpoolctl import threadpool_limits
 
-    # every fit runs single-threaded (BLAS/OpenMP pools too); walk_forward.n_jobs folds run side by side
-    with threadpool_limits(limits=1):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    # every fit runs single-threaded (BLAS/OpenMP pools too); walk_forward.n_jobs folds run side by side.
+    # Backtest fits cap their iterations on purpose (walk_forward.model_params): no convergence warning per fold.
+    with threadpool_limits(limits=1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
         return _run_walk_forward(labeled, archive, spec, progress, max(1, int(spec.walk_forward.n_jobs)), 1)
 
 
