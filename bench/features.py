@@ -4,6 +4,8 @@
 
     uv run python bench/features.py --symbols 200 --years 30   # synthetic random walks instead
 
+    uv run python bench/features.py --json bench/out/features.json   # also write the figures as JSON
+
 Prints both timings (best of N), the speed ratio, and checks that every common feature column agrees
 (nulls at the same rows, |polars - pandas| <= tolerance * max(1, |pandas|)). pandas' online rolling variance
 drifts on long series whose price level changes a lot (a stock falling from 90 to 3 keeps ~1e-10 relative
@@ -15,6 +17,7 @@ mismatch.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tolerance", type=float, default=1e-9)
     ap.add_argument("--symbols", type=int, default=0, help="use this many synthetic symbols instead of the data")
     ap.add_argument("--years", type=float, default=30.0, help="years of synthetic history (with --symbols)")
+    ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
     prices, ctx, sectors = synthetic(args.symbols, args.years) if args.symbols else load()
     fspec = FeatureSpec()
@@ -175,11 +179,33 @@ def main(argv: list[str] | None = None) -> int:
         if err_pl <= args.tolerance:
             res = res.with_columns(pl.when(pl.col("column") == c).then(True).otherwise(pl.col("ok")).alias("ok"))
     bad = res.filter(~pl.col("ok"))
+    if args.json:
+        write_json(args, prices, n_feat, out_pd, (t_pl, c_pl), (t_pd, c_pd), res, bad)
     if bad.height:
         print(f"MISMATCH in {bad.height} columns: {bad['column'].to_list()}")
         return 1
     print("all common columns agree")
     return 0
+
+
+def write_json(args, prices: pl.DataFrame, n_feat: int, out_pd: pl.DataFrame, polars_s: tuple[float, float],
+               pandas_s: tuple[float, float], res: pl.DataFrame, bad: pl.DataFrame) -> None:
+    data = {
+        "data": f"synthetic random walks, {args.symbols} symbols x {args.years:g} years" if args.symbols
+        else "bundled (regime_assets/data)",
+        "rows": prices.height, "symbols": prices["symbol"].n_unique(),
+        "first_date": str(prices["date"].min()), "last_date": str(prices["date"].max()),
+        "repeat": args.repeat, "cores": os.cpu_count(),
+        "polars": {"wall_s": polars_s[0], "cpu_s": polars_s[1], "feature_columns": n_feat},
+        "pandas": {"wall_s": pandas_s[0], "cpu_s": pandas_s[1], "feature_columns": len(feature_columns(out_pd))},
+        "speedup_wall": pandas_s[0] / polars_s[0], "speedup_cpu": pandas_s[1] / polars_s[1],
+        "common_columns": res.height, "tolerance": args.tolerance,
+        "mismatched_columns": bad["column"].to_list(),
+        "worst_scaled_diff": float(res["max_scaled_diff"].max()) if res.height else 0.0,
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(data, indent=1))
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

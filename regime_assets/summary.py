@@ -55,13 +55,15 @@ def production_table(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame | None:
     t = ev.filter(pl.col("model").is_in(want) & (pl.col("metric") == metric))
     if t.height == 0:
         return None
-    t = t.with_columns(pl.format("{} [{}, {}]", pl.col("value").round(3), pl.col("ci_low").round(3),
-                                 pl.col("ci_high").round(3)).alias("cell"))
+    ci = pl.format("{} [{}, {}]", pl.col("value").round(3), pl.col("ci_low").round(3), pl.col("ci_high").round(3))
+    t = t.with_columns(pl.when(pl.col("ci_low").is_not_null()).then(ci)
+                       .otherwise(pl.format("{} (too few rows for a CI)", pl.col("value").round(3))).alias("cell"))
     wide = t.pivot(on="model", index="regime", values="cell")
+    n = t.filter(pl.col("model") == name).select("regime", "n")
     order = ["overall", *REGIMES]
-    wide = wide.with_columns(pl.col("regime").replace_strict({r: i for i, r in enumerate(order)}, default=99)
-                             .alias("_o")).sort("_o").drop("_o")
-    return wide.select(["regime", *[c for c in want if c in wide.columns]])
+    full = pl.DataFrame({"regime": order}).join(n, on="regime", how="left").join(wide, on="regime", how="left")
+    full = full.with_columns(pl.col("n").fill_null(0))
+    return full.select(["regime", "n", *[c for c in want if c in full.columns]])
 
 
 def archive_counts(arch: pl.DataFrame, spec: Spec, labels: pl.DataFrame | None) -> pl.DataFrame:
