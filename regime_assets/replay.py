@@ -125,9 +125,9 @@ def run_replay(spec: Spec, start: dt.date, end: dt.date, every: str, out_dir: Pa
         lab_t = visible(labeled, as_of)
         if state.model is None:
             state.record, state.model = train(spec, lab_t, known_events(spec, state, as_of), as_of)
-        ref, cur, ref_pred, cur_pred, _ = reference_and_current(lab_t, state.record, state.model, spec, as_of)
+        ref, cur, ref_pred, cur_pred, info = reference_and_current(lab_t, state.record, state.model, spec, as_of)
         feats = [c for c in lab_t.columns if c.startswith("f_")]
-        _, summary = drift_report(ref, cur, feats, spec.drift, ref_pred, cur_pred)
+        _, summary = drift_report(ref, cur, feats, spec.drift, ref_pred, cur_pred, info["ref_pred_dates"])
         score = summary["score"]
         cand = find_candidate_events(ctx, regimes, score, as_of, known_events(spec, state, as_of), spec.capture,
                                      drift_weeks=spec.drift.current_weeks)

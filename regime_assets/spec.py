@@ -300,6 +300,14 @@ class DriftSpec(_Strict):
     score_weights: dict[str, float] = {"feature": 0.5, "regime": 0.3, "prediction": 0.2}
     retrain_threshold: float = Field(default=0.15, ge=0, le=1)
     top_features: int = Field(default=10, ge=1)
+    calibration: Literal["reference_windows", "none"] = Field(
+        default="reference_windows",
+        description="reference_windows: each component is the excess over what the reference's own windows of "
+                    "current_weeks show (see core/drift.py); none: raw PSI/TVD components.")
+    null_quantile: float = Field(default=0.95, gt=0, lt=1, description="Quantile of the reference windows' statistic.")
+    min_null_windows: int = Field(default=4, ge=2, description="Fewer reference windows: the raw component is used.")
+    z_floor: float = Field(default=1.0, gt=0, description="Floor of the null quantile for the mean shift (in sd).")
+    tvd_floor: float = Field(default=0.05, gt=0, le=1, description="Floor of the null quantile for regime/prediction TVD.")
 
     @field_validator("score_weights")
     @classmethod

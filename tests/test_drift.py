@@ -8,10 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from regime_assets.core.drift import PSI_EPSILON, DriftError, drift_report, ks, psi, select_windows
+from regime_assets.core.drift import (PSI_EPSILON, DriftError, _psi_by_window, drift_report, excess, ks, psi,
+                                       select_windows, window_ids)
 from regime_assets.spec import CLASSES, REGIMES, DriftSpec
 
-DSPEC = DriftSpec()
+DSPEC = DriftSpec(calibration="none")  # the raw components; calibration has its own tests below
+DSPEC_CAL = DriftSpec()
 
 
 def _frame(rng, n, shift=0.0, regimes=None, start=dt.date(2020, 1, 1)):
@@ -99,7 +101,7 @@ def test_drift_report_levels_and_order():
     rng = np.random.default_rng(3)
     ref, cur = _frame(rng, 3000), _frame(rng, 400, shift=1.5)
     table, summary = drift_report(ref, cur, ["f_stable", "f_shift"], DSPEC, None, None)
-    assert table.columns == ["feature", "psi", "ks", "level"]
+    assert table.columns == ["feature", "psi", "ks", "level", "null_psi", "excess"]
     rows = {r["feature"]: r for r in table.iter_rows(named=True)}
     assert table.get_column("feature")[0] == "f_shift"
     assert rows["f_shift"]["level"] == "major" and rows["f_stable"]["level"] == "none"
@@ -204,3 +206,99 @@ def test_select_windows_boundaries_point_in_time():
     assert ref2.get_column("date").min() == dt.date(2020, 1, 1)
     with pytest.raises(DriftError, match="after reference_end"):
         select_windows(df, as_of, dt.date(2020, 5, 1), dt.date(2020, 1, 1), 4)
+
+
+# ----------------------------------------------------------------------------------------------- calibration
+
+
+def _ar_panel(rng, n_days, start=dt.date(2015, 1, 1), phi=0.995, symbols=5, level=0.0, regimes=None):
+    """A slow AR(1) common factor (like VIX) plus symbol noise: any few weeks sit in one corner of it."""
+    x = np.zeros(n_days)
+    for i in range(1, n_days):
+        x[i] = phi * x[i - 1] + rng.normal(scale=0.1)
+    dates = pl.date_range(start, start + dt.timedelta(days=n_days - 1), eager=True)
+    frames = []
+    for s in range(symbols):
+        frames.append(pl.DataFrame({
+            "symbol": f"S{s}", "date": dates, "f_slow": x + level + rng.normal(scale=0.05, size=n_days),
+            "f_noise": rng.normal(size=n_days),
+            "regime": regimes if regimes is not None else ["normal"] * n_days}))
+    return pl.concat(frames)
+
+
+def test_window_psi_matches_scalar_psi():
+    rng = np.random.default_rng(11)
+    ref = _ar_panel(rng, 400)
+    ids = window_ids(ref["date"], 4)
+    vals = ref["f_slow"].to_numpy()
+    by_window = _psi_by_window(vals, ids, 10, PSI_EPSILON)
+    for w in range(0, ids.max() + 1, 3):
+        if (ids == w).any():
+            assert by_window[w] == pytest.approx(psi(vals, vals[ids == w], 10), rel=1e-9, abs=1e-12)
+
+
+def test_excess_boundaries():
+    assert excess(0.2, 0.2, 0.1) == 0.0
+    assert excess(0.3, 0.2, 0.1) == pytest.approx(0.5)
+    assert excess(0.4, 0.2, 0.1) == 1.0 and excess(5.0, 0.2, 0.1) == 1.0
+    assert excess(0.15, 0.01, 0.1) == pytest.approx(0.5)  # the floor stops a quiet null from inflating it
+    assert excess(0.15, float("nan"), 0.1) == pytest.approx(0.5)
+
+
+def test_calibration_ignores_ordinary_windows_and_flags_new_ones():
+    rng = np.random.default_rng(12)
+    panel = _ar_panel(rng, 3 * 365 + 28)
+    ref = panel.filter(pl.col("date") < dt.date(2018, 1, 1))
+    cur = panel.filter(pl.col("date") >= dt.date(2018, 1, 1))  # the next four weeks of the same process
+    _, raw = drift_report(ref, cur, ["f_slow", "f_noise"], DSPEC)
+    table, cal = drift_report(ref, cur, ["f_slow", "f_noise"], DSPEC_CAL)
+    assert raw["raw"]["feature"] == pytest.approx(raw["feature_score"])
+    assert cal["raw"]["feature"] == pytest.approx(raw["feature_score"])
+    assert cal["calibration"] == "reference_windows" and cal["null_windows"] >= 30
+    assert raw["feature_score"] > 0.4 and cal["feature_score"] < 0.2
+    # a level the reference never reached: far outside its own windows' PSI
+    shifted = cur.with_columns(pl.col("f_slow") + 20.0)
+    table2, cal2 = drift_report(ref, shifted, ["f_slow", "f_noise"], DSPEC_CAL)
+    rows = {r["feature"]: r for r in table2.iter_rows(named=True)}
+    assert rows["f_slow"]["excess"] == 1.0 and rows["f_noise"]["excess"] < 0.5
+    assert cal2["top_features"][0] == "f_slow"
+    assert cal2["feature_score"] >= 0.5 > cal["feature_score"]
+
+
+def test_regime_calibration_on_regime_blocks():
+    rng = np.random.default_rng(13)
+    n = 3 * 365
+    blocks = [("low_vol" if (i // 60) % 2 == 0 else "normal") for i in range(n)]
+    ref = _ar_panel(rng, n, regimes=blocks)
+    cur_normal = _ar_panel(rng, 28, start=dt.date(2018, 1, 1), regimes=["normal"] * 28)
+    cur_crash = _ar_panel(rng, 28, start=dt.date(2018, 1, 1), regimes=["crash"] * 28)
+    _, s_n = drift_report(ref, cur_normal, ["f_noise"], DSPEC_CAL)
+    _, s_c = drift_report(ref, cur_crash, ["f_noise"], DSPEC_CAL)
+    assert s_n["raw"]["regime"] == pytest.approx(0.5, abs=0.05) and s_n["regime_score"] == 0.0
+    assert s_c["raw"]["regime"] == pytest.approx(1.0) and s_c["regime_score"] > 0.0
+    assert s_c["score"] > s_n["score"]
+
+
+def test_prediction_calibration_uses_validation_windows():
+    rng = np.random.default_rng(14)
+    ref, cur = _ar_panel(rng, 365), _ar_panel(rng, 28, start=dt.date(2016, 1, 1))
+    dates = pl.date_range(dt.date(2015, 7, 1), dt.date(2015, 12, 31), eager=True)
+    # validation predictions: weeks of mostly 'hold', some weeks mostly 'buy'
+    ref_cls = np.array(["buy" if (i // 28) % 2 else "hold" for i in range(dates.len())])
+    cur_cls = np.array(["buy"] * 28)
+    _, raw = drift_report(ref, cur, ["f_noise"], DSPEC_CAL, ref_cls, cur_cls)
+    _, cal = drift_report(ref, cur, ["f_noise"], DSPEC_CAL, ref_cls, cur_cls, dates)
+    assert raw["null_quantiles"]["prediction"] is None and raw["prediction_score"] == raw["raw"]["prediction"]
+    assert cal["null_quantiles"]["prediction"] is not None
+    assert cal["prediction_score"] < raw["prediction_score"]
+    assert cal["raw"]["prediction"] == pytest.approx(raw["raw"]["prediction"])
+
+
+def test_short_reference_falls_back_to_raw_components():
+    rng = np.random.default_rng(15)
+    ref, cur = _frame(rng, 60), _frame(rng, 28, shift=1.0, start=dt.date(2021, 1, 1))
+    _, cal = drift_report(ref, cur, ["f_stable", "f_shift"], DSPEC_CAL)
+    _, raw = drift_report(ref, cur, ["f_stable", "f_shift"], DSPEC)
+    assert cal["null_windows"] < DSPEC_CAL.min_null_windows
+    assert cal["feature_score"] == pytest.approx(raw["feature_score"])
+    assert cal["regime_score"] == pytest.approx(raw["regime_score"])

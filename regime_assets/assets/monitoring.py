@@ -54,7 +54,7 @@ def drift_report(context: AssetExecutionContext, settings: RegimeSettings,
         model = settings.model_store.load(record["model_name"], record["version"])
     ref, cur, ref_pred, cur_pred, info = reference_and_current(labeled_samples, record, model, spec)
     feats = [c for c in labeled_samples.columns if c.startswith("f_")]
-    table, summary = compute_drift(ref, cur, feats, spec.drift, ref_pred, cur_pred)
+    table, summary = compute_drift(ref, cur, feats, spec.drift, ref_pred, cur_pred, info["ref_pred_dates"])
     history = pl.concat([_drift_history(context), pl.DataFrame(
         {"date": [info["as_of"]], "score": [summary["score"]]})]).unique("date", keep="last").sort("date")
     meta = {
@@ -62,6 +62,9 @@ def drift_report(context: AssetExecutionContext, settings: RegimeSettings,
         "feature_score": num(summary["feature_score"]),
         "regime_score": num(summary["regime_score"]),
         "prediction_score": num(summary["prediction_score"]),
+        "raw_components": MetadataValue.json(summary["raw"]),
+        "calibration": MetadataValue.text(f"{summary['calibration']} ({summary['null_windows']} reference windows "
+                                          f"of {spec.drift.current_weeks} weeks, q{spec.drift.null_quantile:g})"),
         "retrain_threshold": num(spec.drift.retrain_threshold),
         "above_threshold": MetadataValue.bool(bool(summary["above_threshold"])),
         "as_of": MetadataValue.text(str(info["as_of"])),

@@ -17,6 +17,26 @@ Three components, each in [0, 1]:
 * **prediction** -- total variation distance of the production model's predicted class shares (argmax of the
   class probabilities, or the predicted classes) on the current vs the reference window.
 
+Calibration against the reference's own windows (``drift.calibration: reference_windows``, the default).
+A raw statistic of a few weeks against years is large even in a calm market: four weeks sit in one corner of
+any slow feature's distribution (VIX level, 200-day trend) and in one or two regimes. So each statistic is
+compared with what the *reference itself* shows for windows of the same length: the reference is cut into
+consecutive ``drift.current_weeks``-week windows (a window with fewer than half the median rows is dropped),
+the same statistic is computed for each window against the whole reference, and ``q`` is its
+``drift.null_quantile`` quantile (the ``null``). The calibrated value is the excess over that null::
+
+    excess(x) = min(max(x / max(q, floor) - 1, 0), 1)
+
+0 while the current window looks like an ordinary window of the reference, 1 at twice the null quantile or more.
+Per feature two statistics are calibrated so: ``PSI`` (``floor = psi_moderate``) and the mean shift
+``z = |mean_cur - mean_ref| / sd_ref`` (``floor = drift.z_floor``) -- PSI on reference deciles saturates once a
+window sits in one or two bins, which an ordinary few weeks of a slow feature already do, so it cannot tell
+"in the reference's calm corner" from "far beyond anything the reference saw"; the mean shift can. A feature's
+excess is the larger of the two and the feature component is the mean excess over features; the regime component uses the regime TVD with ``floor = drift.tvd_floor``; the prediction component
+uses the prediction TVD of the validation predictions' windows (when their dates are given) with the same floor.
+A component whose reference yields fewer than ``drift.min_null_windows`` windows falls back to its raw value
+(``min(PSI / psi_major, 1)`` averaged, or the TVD). ``drift.calibration: none`` gives the raw components.
+
 Overall::
 
     score = sum_c w_c * s_c / sum_c w_c      (c over the available components, w = drift.score_weights)
@@ -38,7 +58,8 @@ from regime_assets.spec import CLASSES, REGIMES, DriftSpec
 
 PSI_EPSILON = 1e-4
 LEVELS = ("none", "moderate", "major")
-FEATURE_TABLE_SCHEMA = {"feature": pl.Utf8, "psi": pl.Float64, "ks": pl.Float64, "level": pl.Utf8}
+FEATURE_TABLE_SCHEMA = {"feature": pl.Utf8, "psi": pl.Float64, "ks": pl.Float64, "level": pl.Utf8,
+                        "null_psi": pl.Float64, "excess": pl.Float64}
 
 
 class DriftError(ValueError):
@@ -125,7 +146,8 @@ def _regime_shares(df: pl.DataFrame, which: str) -> np.ndarray:
     return arr / total if total > 0 else arr
 
 
-def _class_shares(pred: np.ndarray, which: str) -> np.ndarray:
+def _class_codes(pred: np.ndarray, which: str = "ref_pred") -> np.ndarray:
+    """Class index per row (argmax of probabilities, or classes as names or indices)."""
     a = np.asarray(pred)
     if a.ndim == 2:
         if a.shape[1] != len(CLASSES):
@@ -149,6 +171,11 @@ def _class_shares(pred: np.ndarray, which: str) -> np.ndarray:
             raise DriftError(f"drift_report: {which} class indices must be in 0..{len(CLASSES) - 1}")
     else:
         raise DriftError(f"drift_report: {which} must be 1-D classes or 2-D probabilities, got {a.ndim}-D")
+    return idx
+
+
+def _class_shares(pred: np.ndarray, which: str) -> np.ndarray:
+    idx = _class_codes(pred, which)
     counts = np.bincount(idx, minlength=len(CLASSES)).astype(np.float64)
     total = counts.sum()
     return counts / total if total > 0 else counts
@@ -161,6 +188,94 @@ def _date_range(df: pl.DataFrame) -> tuple[str | None, str | None]:
     return str(d.min()), str(d.max())
 
 
+# ----------------------------------------------------------------------------------------------- calibration
+
+
+def window_ids(dates: Any, weeks: int) -> np.ndarray:
+    """Consecutive ``weeks``-week windows of a date column (0, 1, ... from its first date); -1 for windows with
+    fewer than half the median rows (the ragged ends)."""
+    d = pl.Series(dates).cast(pl.Date).to_physical().cast(pl.Int64).to_numpy()
+    if d.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    ids = (d - d.min()) // (7 * int(weeks))
+    counts = np.bincount(ids)
+    med = np.median(counts[counts > 0])
+    keep = counts >= 0.5 * med
+    return np.where(keep[ids], ids, -1)
+
+
+def _psi_by_window(values: np.ndarray, ids: np.ndarray, bins: int, eps: float) -> np.ndarray:
+    """PSI of every window (``ids`` >= 0) of ``values`` against all of ``values``, on the same quantile bins as
+    ``psi``; NaN for a window without finite values."""
+    ok = np.isfinite(values)
+    x, w = values[ok], ids[ok]
+    n_win = int(ids.max()) + 1 if ids.size and ids.max() >= 0 else 0
+    if x.size == 0 or n_win == 0:
+        return np.full(n_win, np.nan)
+    rs = np.sort(x)
+    edges = np.unique(np.quantile(rs, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+    nb = edges.size + 1
+    r = np.diff(np.r_[0, np.searchsorted(rs, edges, side="right"), rs.size]) / rs.size
+    b = np.searchsorted(edges, x, side="left")  # (e_k, e_k+1] -> k, as the cumulative counts above
+    sel = w >= 0
+    counts = np.bincount(w[sel] * nb + b[sel], minlength=n_win * nb).reshape(n_win, nb).astype(np.float64)
+    tot = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.maximum(counts / tot, eps)
+        out = np.sum((c - np.maximum(r, eps)) * np.log(c / np.maximum(r, eps)), axis=1)
+    out[tot[:, 0] == 0] = np.nan
+    return out
+
+
+def _z_by_window(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """|mean of each window - mean of all| / sd of all (NaN for a window without finite values)."""
+    ok = np.isfinite(values)
+    x, w = values[ok], ids[ok]
+    n_win = int(ids.max()) + 1 if ids.size and ids.max() >= 0 else 0
+    if x.size < 2 or n_win == 0:
+        return np.full(n_win, np.nan)
+    sel = w >= 0
+    sums = np.bincount(w[sel], weights=x[sel], minlength=n_win)
+    cnt = np.bincount(w[sel], minlength=n_win).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.abs(sums / cnt - x.mean()) / _sd(x)
+
+
+def _sd(x: np.ndarray) -> float:
+    sd = float(np.std(x))
+    return sd if sd > 0 else float("inf")
+
+
+def _z(ref: np.ndarray, cur: np.ndarray) -> float:
+    if ref.size < 2 or cur.size == 0:
+        return float("nan")
+    return float(abs(cur.mean() - ref.mean()) / _sd(ref))
+
+
+def _shares_by_window(codes: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    sel = (ids >= 0) & (codes >= 0)
+    n_win = int(ids.max()) + 1 if ids.size and ids.max() >= 0 else 0
+    counts = np.bincount(ids[sel] * k + codes[sel], minlength=n_win * k).reshape(n_win, k).astype(np.float64)
+    tot = counts.sum(axis=1, keepdims=True)
+    keep = tot[:, 0] > 0
+    return counts[keep] / tot[keep]
+
+
+def excess(x: float, q: float, floor: float) -> float:
+    """``min(max(x / max(q, floor) - 1, 0), 1)``: how far ``x`` exceeds the null quantile ``q``."""
+    if not np.isfinite(x):
+        return float("nan")
+    base = max(q, floor) if np.isfinite(q) else floor
+    return float(min(max(x / base - 1.0, 0.0), 1.0))
+
+
+def _null_quantile(stats_: np.ndarray, dspec: DriftSpec) -> tuple[float, int]:
+    v = stats_[np.isfinite(stats_)]
+    if v.size < dspec.min_null_windows:
+        return float("nan"), int(v.size)
+    return float(np.quantile(v, dspec.null_quantile)), int(v.size)
+
+
 def drift_report(
     reference: pl.DataFrame,
     current: pl.DataFrame,
@@ -168,12 +283,14 @@ def drift_report(
     dspec: DriftSpec,
     ref_pred: np.ndarray | None = None,
     cur_pred: np.ndarray | None = None,
+    ref_pred_dates: Any = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Per-feature PSI/KS table (``feature, psi, ks, level``, most drifted first) and a summary dict.
 
     ``ref_pred`` are the production model's predictions (class probabilities ``(n, 3)`` in CLASSES order, or
     classes as names or indices) on its own validation data, ``cur_pred`` on the current window; the two need
-    not have the same length. Either being None makes the prediction component unavailable.
+    not have the same length. Either being None makes the prediction component unavailable. ``ref_pred_dates``
+    (one date per ``ref_pred`` row) lets the prediction component be calibrated on the validation windows.
 
     The summary holds ``feature_score, regime_score, prediction_score, score, weights`` (the effective ones),
     ``prediction_available, above_threshold, top_features, n_features, n_moderate, n_major, n_reference,
@@ -192,13 +309,35 @@ def drift_report(
         if pred is not None and len(pred) == 0:
             raise DriftError(f"drift_report: {which} has no rows")
 
+    calibrate = dspec.calibration == "reference_windows" and "date" in reference.columns
+    ids = window_ids(reference.get_column("date"), dspec.current_weeks) if calibrate else None
     psis: list[float] = []
     kss: list[float] = []
+    nulls: list[float] = []
+    z_exc: list[float] = []
+    n_null = 0
     for f in features:
-        rs, cs = np.sort(_clean(_column(reference, f))), np.sort(_clean(_column(current, f)))
+        col = _column(reference, f)
+        rs, cs = np.sort(_clean(col)), np.sort(_clean(_column(current, f)))
         psis.append(_psi_sorted(rs, cs, dspec.psi_bins, PSI_EPSILON))
         kss.append(_ks_sorted(rs, cs))
+        if ids is not None:
+            q, n_null = _null_quantile(_psi_by_window(col, ids, dspec.psi_bins, PSI_EPSILON), dspec)
+            qz, _ = _null_quantile(_z_by_window(col, ids), dspec)
+            nulls.append(q)
+            z_exc.append(excess(_z(rs, cs), qz, dspec.z_floor) if np.isfinite(qz) else float("nan"))
+        else:
+            nulls.append(float("nan"))
+            z_exc.append(float("nan"))
     psi_arr = np.array(psis, dtype=np.float64)
+    null_arr = np.array(nulls, dtype=np.float64)
+    feat_cal = calibrate and np.isfinite(null_arr).any()
+    if feat_cal:
+        exc = np.array([max(excess(p, q, dspec.psi_moderate), z if np.isfinite(z) else 0.0)
+                        for p, q, z in zip(psi_arr, null_arr, z_exc)])
+        exc[~np.isfinite(psi_arr)] = np.nan
+    else:
+        exc = np.minimum(psi_arr / dspec.psi_major, 1.0)
     table = (
         pl.DataFrame(
             {
@@ -206,20 +345,41 @@ def drift_report(
                 "psi": [None if not np.isfinite(v) else v for v in psis],
                 "ks": [None if not np.isfinite(v) else v for v in kss],
                 "level": [_level(v, dspec) for v in psis],
+                "null_psi": [None if not np.isfinite(v) else v for v in nulls],
+                "excess": [None if not np.isfinite(v) else float(v) for v in exc],
             },
             schema=FEATURE_TABLE_SCHEMA,
         )
-        .sort(["psi", "feature"], descending=[True, False], nulls_last=True)
+        .sort(["excess", "psi", "feature"], descending=[True, True, False], nulls_last=True)
     )
 
     finite = psi_arr[np.isfinite(psi_arr)]
-    feature_score = float(np.mean(np.minimum(finite / dspec.psi_major, 1.0))) if finite.size else 0.0
+    feature_raw = float(np.mean(np.minimum(finite / dspec.psi_major, 1.0))) if finite.size else 0.0
+    exc_f = exc[np.isfinite(exc)]
+    feature_score = float(np.mean(exc_f)) if exc_f.size else 0.0
     ref_shares, cur_shares = _regime_shares(reference, "reference"), _regime_shares(current, "current")
-    regime_score = _tvd(ref_shares, cur_shares)
+    regime_raw = _tvd(ref_shares, cur_shares)
+    regime_null = float("nan")
+    if calibrate:
+        codes = reference.get_column("regime").replace_strict(
+            {r: i for i, r in enumerate(REGIMES)}, default=-1, return_dtype=pl.Int64).fill_null(-1).to_numpy()
+        win = _shares_by_window(codes, ids, len(REGIMES))
+        regime_null, _ = _null_quantile(np.array([_tvd(ref_shares, w) for w in win]), dspec)
+    regime_score = excess(regime_raw, regime_null, dspec.tvd_floor) if np.isfinite(regime_null) else regime_raw
     pred_available = ref_pred is not None
+    prediction_raw = 0.0
+    pred_null = float("nan")
     if pred_available:
         ref_cls, cur_cls = _class_shares(ref_pred, "ref_pred"), _class_shares(cur_pred, "cur_pred")
-        prediction_score = _tvd(ref_cls, cur_cls)
+        prediction_raw = _tvd(ref_cls, cur_cls)
+        if dspec.calibration == "reference_windows" and ref_pred_dates is not None and len(ref_pred_dates) == len(
+                ref_pred):
+            codes = _class_codes(np.asarray(ref_pred))
+            pids = window_ids(ref_pred_dates, dspec.current_weeks)
+            win = _shares_by_window(codes.astype(np.int64), pids, len(CLASSES))
+            pred_null, _ = _null_quantile(np.array([_tvd(ref_cls, w) for w in win]), dspec)
+        prediction_score = (excess(prediction_raw, pred_null, dspec.tvd_floor) if np.isfinite(pred_null)
+                            else prediction_raw)
     else:
         ref_cls = cur_cls = None
         prediction_score = 0.0
@@ -241,10 +401,16 @@ def drift_report(
         "prediction_score": prediction_score,
         "score": score,
         "weights": weights,
+        "calibration": dspec.calibration if calibrate else "none",
+        "null_windows": n_null,
+        "raw": {"feature": feature_raw, "regime": regime_raw, "prediction": prediction_raw},
+        "null_quantiles": {"feature_median": float(np.nanmedian(null_arr)) if np.isfinite(null_arr).any() else None,
+                           "regime": regime_null if np.isfinite(regime_null) else None,
+                           "prediction": pred_null if np.isfinite(pred_null) else None},
         "prediction_available": pred_available,
         "retrain_threshold": dspec.retrain_threshold,
         "above_threshold": score >= dspec.retrain_threshold,
-        "top_features": table.filter(pl.col("psi").is_not_null()).head(dspec.top_features)
+        "top_features": table.filter(pl.col("psi").is_not_null() & (pl.col("excess") > 0)).head(dspec.top_features)
         .get_column("feature").to_list(),
         "n_features": len(features),
         "n_moderate": int((levels == "moderate").sum()),

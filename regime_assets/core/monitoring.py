@@ -50,15 +50,17 @@ def reference_and_current(labeled: pl.DataFrame, record: dict | None, model: Any
     reference, current = select_windows(data, as_of, ref_start, ref_end, spec.drift.current_weeks)
     if reference.height > MAX_REFERENCE_ROWS:
         reference = reference.sample(MAX_REFERENCE_ROWS, seed=seed).sort("symbol", "date")
-    ref_pred = cur_pred = None
+    ref_pred = cur_pred = ref_pred_dates = None
     if model is not None and record is not None:
         v0, v1 = _date(record.get("validation_start")), _date(record.get("validation_end"))
         if v0 is not None and v1 is not None:
             val = data.filter(pl.col("date").is_between(v0, min(v1, as_of)))
             if val.height and current.height:
                 ref_pred = np.asarray(model.predict_proba(val))
+                ref_pred_dates = val.get_column("date")
                 cur_pred = np.asarray(model.predict_proba(current))
-    info = {"as_of": as_of, "reference_from": source, "reference_start": ref_start, "reference_end": ref_end}
+    info = {"as_of": as_of, "reference_from": source, "reference_start": ref_start, "reference_end": ref_end,
+            "ref_pred_dates": ref_pred_dates}
     # drift_report compares prediction shares of two windows of any size: pass the validation predictions as the
     # reference side only through the summary (the frames keep their own lengths)
     return reference, current, ref_pred, cur_pred, info
