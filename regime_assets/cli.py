@@ -113,10 +113,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return _fail(str(err))
     from regime_assets.replay import run_replay
 
+    home, _ = prepare_environment(args.spec, args.home)
     start = dt.date.fromisoformat(args.start)
     end = dt.date.fromisoformat(args.end)
-    out = Path(args.out) if args.out else default_home() / "replay"
-    run_replay(spec, start, end, args.every, out, verbose=True)
+    out = Path(args.out) if args.out else home / "replay"
+    t0 = time.perf_counter()
+    timeline = run_replay(spec, start, end, args.every, out, verbose=True)
+    from dagster import DagsterInstance
+
+    from regime_assets.assets.monitoring import report_replay
+
+    report_replay(DagsterInstance.get(), home, spec, timeline, time.perf_counter() - t0, start, end, args.every)
+    print(f"table replay_timeline in {home / 'warehouse.duckdb'}; materialization reported to the Dagster "
+          f"instance (asset replay_timeline in the UI)")
     return 0
 
 
@@ -152,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--start", default="2019-06-01")
     r.add_argument("--end", default="2020-12-31")
     r.add_argument("--every", default="week", choices=["day", "week", "month"])
-    r.add_argument("--out", help="folder for the timeline CSV and plot")
+    r.add_argument("--out", help="folder for the timeline CSV and plot (default: <home>/replay)")
+    r.add_argument("--home", help=f"results folder (default ${HOME_ENV} or .regime_assets/)")
     r.set_defaults(func=cmd_replay)
     u = sub.add_parser("ui", help="open the Dagster UI on this project's instance (127.0.0.1)")
     u.add_argument("--spec")

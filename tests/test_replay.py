@@ -115,7 +115,7 @@ def test_cli_prints_timeline_and_writes_plot(tmp_path):
     spec_file.write_text(yaml.safe_dump(_spec().model_dump(mode="json")))
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "regime_assets.cli", "replay", "--spec", str(spec_file),
-                           "--start", "2009-01-01", "--end", "2009-01-31", "--every", "week", "--out", str(out)],
+                           "--start", "2009-01-01", "--end", "2009-01-31", "--every", "week", "--out", str(out), "--home", str(tmp_path / "home")],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln[:4] == "2009"]
@@ -125,4 +125,15 @@ def test_cli_prints_timeline_and_writes_plot(tmp_path):
     assert csv.height == 5
     png = (out / "replay_timeline.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    # the timeline is a warehouse table and a reported materialization of the replay_timeline asset
+    import duckdb
+    from dagster import AssetKey, DagsterInstance
+
+    with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as conn:
+        assert conn.execute("select count(*) from replay_timeline").fetchall()[0][0] == 5
+    with DagsterInstance.from_config(str(tmp_path / "home" / "dagster")) as instance:
+        ev = instance.get_latest_materialization_event(AssetKey("replay_timeline"))
+    assert ev is not None
+    meta = ev.asset_materialization.metadata
+    assert meta["steps"].value == 5 and "timeline_plot" in meta
 

@@ -3,7 +3,7 @@
 
 import datetime as dt
 import polars as pl
-from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, AssetSpec, MetadataValue, Output, asset
 
 from regime_assets.assets._meta import md, num, plot_md
 from regime_assets.assets.state import captured_events, production_record
@@ -130,3 +130,44 @@ def new_rare_events(context: AssetExecutionContext, settings: RegimeSettings, ma
     }
     context.log.info(f"captured events: {new_ids or 'none'}")
     return Output(cand, metadata=meta)
+
+
+# Written by `regime-assets replay` (a history replay is a command, not a step of any job): the command stores the
+# timeline in the warehouse and reports a materialization with the plot, so the UI shows it beside drift_report.
+replay_timeline = AssetSpec(
+    "replay_timeline", group_name=GROUP, owners=OWNERS, kinds={"duckdb"},
+    description="History replay (`uv run regime-assets replay --start ... --end ... --every week`): per as-of "
+                "date the drift score and its components, VIX, crash share, whether the drift or new-event sensor "
+                "would have retrained, and captured events. Point-in-time: each step reads nothing after its date. "
+                "Reported by the replay command, not materialized by a job.")
+
+
+def report_replay(instance, home, spec, timeline: pl.DataFrame, seconds: float, start, end, every: str) -> None:
+    """Store a replay's timeline as the ``replay_timeline`` table and report its materialization (with the plot)
+    on ``instance``, so the UI shows it in the monitoring group."""
+    import duckdb
+
+    from regime_assets.core import plots
+    from regime_assets.resources.warehouse import DEFAULT_SCHEMA, warehouse_path, write_table
+
+    home.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(warehouse_path(home))) as conn:
+        write_table(conn, DEFAULT_SCHEMA, "replay_timeline", timeline)
+    caps = [c for c in timeline["captured_event"].to_list() if c]
+    retrains = timeline.filter(pl.col("retrain"))
+    meta = {
+        "window": MetadataValue.text(f"{start}..{end} every {every}"),
+        "steps": num(timeline.height),
+        "retrains": num(retrains.height),
+        "drift_retrains": num(int(timeline["trigger"].fill_null("").str.contains("drift").sum())),
+        "captured_events": MetadataValue.text(", ".join(caps) or "none"),
+        "max_drift_score": num(float(timeline["drift_score"].max() or 0.0)),
+        "seconds": num(round(seconds, 1)),
+        "retrain_steps": md(retrains.select("as_of", "drift_score", "vix", "crash_share", "trigger",
+                                            "captured_event"), 60),
+        "timeline_plot": plot_md(plots.png_markdown(plots.replay_timeline_plot(timeline,
+                                                                               spec.drift.retrain_threshold),
+                                                    "replay timeline")),
+        "spec_hash": MetadataValue.text(spec.spec_hash),
+    }
+    instance.report_runless_asset_event(AssetMaterialization(asset_key="replay_timeline", metadata=meta))
