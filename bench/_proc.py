@@ -163,3 +163,32 @@ def cpu_busy_share(seconds: float = 2.0) -> float | None:
     except OSError:
         return None
     return None if t1 == t0 else 1.0 - (i1 - i0) / (t1 - t0)
+
+
+_OMP_PROBE = """
+import time, numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+rng = np.random.default_rng(0)
+X, y = rng.normal(size=(2000, 60)), rng.integers(0, 3, 2000)
+HistGradientBoostingClassifier(max_iter=2).fit(X[:200], y[:200])  # warm up imports and the thread pool
+t = time.perf_counter()
+HistGradientBoostingClassifier(max_iter=20, max_leaf_nodes=15, random_state=0).fit(X, y)
+print(time.perf_counter() - t)
+"""
+
+
+def omp_probe(timeout: float = 120.0) -> dict[str, float | None]:
+    """Seconds of one small HistGradientBoosting fit (OpenMP) with the default thread count and with
+    OMP_NUM_THREADS=1, each in a fresh interpreter. On a machine whose cores are taken by other work, OpenMP
+    threads spin-wait at barriers and the default can be many times slower than one thread."""
+    import subprocess
+
+    out: dict[str, float | None] = {}
+    for name, extra in (("default_threads_s", {}), ("one_thread_s", {"OMP_NUM_THREADS": "1"})):
+        try:
+            r = subprocess.run([sys.executable, "-c", _OMP_PROBE], env={**os.environ, **extra},
+                               capture_output=True, text=True, timeout=timeout)
+            out[name] = float(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else None
+        except (subprocess.TimeoutExpired, ValueError, IndexError):
+            out[name] = None
+    return out

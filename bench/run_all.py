@@ -32,7 +32,7 @@ sys.path.insert(0, str(BENCH))
 
 import end_to_end  # noqa: E402
 import scale  # noqa: E402
-from _proc import cpu_busy_share, machine  # noqa: E402
+from _proc import cpu_busy_share, machine, omp_probe  # noqa: E402
 
 TARGETS = {"full_graph_s": 300.0, "features_speedup": 5.0, "archive_s": 2.0, "peak_bytes": 6e9,
            "exponent": 1.1, "target_symbols": 500, "target_years": 30.0}
@@ -165,7 +165,8 @@ def features_md(feat: dict) -> str:
     ])
 
 
-def write_doc(path: Path, args, cmds: dict, ran: dict, feat, e2e, sc, mach: dict, busy: float | None) -> None:
+def write_doc(path: Path, args, cmds: dict, ran: dict, feat, e2e, sc, mach: dict, busy: float | None,
+              probe: dict | None = None) -> None:
     full_scale = sc is not None and TARGETS["target_symbols"] in sc["sizes"] and sc["years"] >= 30
     e2e_default = e2e is not None and e2e.get("spec", "").startswith("packaged default")
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -201,13 +202,19 @@ def write_doc(path: Path, args, cmds: dict, ran: dict, feat, e2e, sc, mach: dict
             f"| POLARS_MAX_THREADS / OMP_WAIT_POLICY | {mach['polars_max_threads']} / {mach['omp_wait_policy']} |",
             f"| load before the run | load average {' / '.join(str(x) for x in mach['load_average'])}; other "
             f"work kept {'-' if busy is None else f'{100 * busy:.0f} %'} of all cores busy over 3 s with "
-            "nothing of ours running |", ""]
-    if busy is not None and busy > 0.25:
-        out += [f"The machine was shared: about {100 * busy:.0f} % of its CPU time went to other work when the run "
-                "started, so wall times are higher than on an idle machine, and OpenMP models with `n_jobs` equal "
-                "to the core count suffer most (their threads spin-wait at barriers for a core; on this machine "
-                "a LightGBM fit with `n_jobs: 2` took 4-10× as long as with `n_jobs: 1`, and as long with "
-                "`OMP_WAIT_POLICY=passive`).", ""]
+            "nothing of ours running |"]
+    p1, pn = (probe or {}).get("one_thread_s"), (probe or {}).get("default_threads_s")
+    if probe:
+        out.append(f"| OpenMP probe (one HistGradientBoosting fit, 2,000 × 60, 20 iterations) | {_f(pn)} s with the "
+                   f"default threads, {_f(p1)} s with OMP_NUM_THREADS=1 |")
+    out.append("")
+    if (busy is not None and busy > 0.25) or (p1 and pn and pn > 2 * p1):
+        out += ["The machine was shared with other work while this ran, so wall times are higher than on an idle "
+                "machine. Steps that use OpenMP (HistGradientBoosting, LightGBM, XGBoost) suffer most: "
+                "their threads spin-wait at barriers for a core another process holds"
+                + (f" (the probe above: {pn / p1:.0f}× slower with the default threads than with one)"
+                   if p1 and pn and pn > 2 * p1 else "")
+                + ". `OMP_WAIT_POLICY=passive` in the environment of `bench/run_all.py` avoids the spinning.", ""]
     out += ["## Commands", "", "```bash"]
     for n in NAMES:
         if n in ran:
@@ -251,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--features-repeat", type=int, default=3)
     ap.add_argument("--no-lightgbm", action="store_true", help="scale.py without the LightGBM fit")
     ap.add_argument("--max-rss-gb", type=float, default=12.0, help="scale.py's per-child RSS limit")
+    ap.add_argument("--no-probe", action="store_true", help="skip the OpenMP contention probe")
     ap.add_argument("--only", help=f"comma-separated subset of {','.join(NAMES)} to run (others: reuse JSON)")
     ap.add_argument("--json-dir", default=str(BENCH / "out"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "PERFORMANCE.md"))
@@ -264,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--only: unknown {bad}")
     busy = cpu_busy_share(3.0)
     mach = machine()
+    probe = None if args.no_probe else omp_probe()
     print(f"machine: {mach['cpu_model']}, {mach['cpu_count']} cores, {mach['ram_gib']} GiB; other load "
-          f"{'-' if busy is None else f'{100 * busy:.0f} %'} of the CPU", flush=True)
+          f"{'-' if busy is None else f'{100 * busy:.0f} %'} of the CPU; OpenMP probe {probe}", flush=True)
     ran = {}
     for name in NAMES:
         if name not in only:
@@ -279,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"=== {name}: exit code {rc} after {ran[name]['wall_s']:.0f} s", flush=True)
     feat, e2e, sc = (_load(jd / f"{n}.json") for n in NAMES)
     write_doc(Path(args.out), args, {n: c for n, c in cmds.items() if n in only or _load(jd / f"{n}.json")},
-              ran, feat, e2e, sc, mach, busy)
+              ran, feat, e2e, sc, mach, busy, probe)
     print(f"\nwrote {_rel(Path(args.out))}")
     for a, b, c in targets(feat, e2e, sc):
         print(f"  {c:>12}  {a}: {b}")
