@@ -22,6 +22,18 @@ query Repos { repositoriesOrError { ... on RepositoryConnection { nodes { name
 """
 
 
+def _click(page, locator) -> None:
+    """Click like a person: close a stray overlay (toast, popover) with Escape first if it is in the way."""
+    for _ in range(3):
+        try:
+            locator.click(timeout=10_000)
+            return
+        except Exception:
+            page.keyboard.press("Escape")
+            page.wait_for_timeout(500)
+    locator.click(force=True)
+
+
 def _runs(server) -> list[dict]:
     return server.graphql(RUNS_QUERY)["runsOrError"]["results"]
 
@@ -71,7 +83,7 @@ def ui_run(dagster_server, browser):
         button = page.locator("button", has_text="Materialize all")
         button.first.wait_for()
         page.screenshot(path=str(dagster_server.shots / "before_click.png"))
-        button.first.click()
+        _click(page, button.first)
         # a launch dialog appears only when something needs confirming; click its launch button if it does
         deadline = time.time() + 60
         new: list[dict] = []
@@ -105,6 +117,9 @@ def test_evaluation_asset_page_shows_metadata_and_plot(dagster_server, page, ui_
     page.goto(f"{dagster_server.url}/assets/regime_evaluation")
     page.get_by_text("meta_balanced_accuracy_overall").first.wait_for(timeout=90_000)
     page.get_by_text("metric_bars").first.wait_for()
+    page.screenshot(path=str(dagster_server.shots / "evaluation_page.png"))
+    # markdown metadata opens in a dialog: the per-regime bars with intervals are a PNG inside it
+    _click(page, page.locator("tr", has_text="metric_bars").get_by_text("Show Markdown").first)
     plots = page.locator("img[src^='data:image/png']")
     plots.first.wait_for(timeout=60_000)
     assert plots.count() >= 1
