@@ -84,11 +84,13 @@ def build_archive(labeled: pl.DataFrame, events: list[EventSpec]) -> tuple[pl.Da
 
     lo = labeled.get_column("date").min()
     hi = labeled.get_column("date").max()
-    rows = labeled.filter(pl.col("label").is_not_null())
+    # filter each event's dates first (small) -- never copy every labelled row of a large panel
     parts: list[pl.DataFrame] = []
     summary: list[dict[str, Any]] = []
     for e in events:
-        part = rows.filter(pl.col("date").is_between(e.start, e.end, closed="both")).sort("symbol", "date")
+        part = (labeled.filter(pl.col("date").is_between(e.start, e.end, closed="both")
+                               & pl.col("label").is_not_null())
+                .sort("symbol", "date"))
         _check_unique(part, e.id)
         n = part.height
         if lo is None or e.end < lo or e.start > hi:
