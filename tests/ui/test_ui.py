@@ -22,9 +22,18 @@ query Repos { repositoriesOrError { ... on RepositoryConnection { nodes { name
 """
 
 
+def dismiss_onboarding(page) -> None:
+    """A fresh instance greets with a "Join the Dagster community" dialog after a while: skip it as a person would."""
+    skip = page.locator("[role=dialog]", has_text="Join the Dagster community").get_by_role("button", name="Skip")
+    if skip.count() and skip.first.is_visible():
+        skip.first.click()
+        page.wait_for_timeout(300)
+
+
 def _click(page, locator) -> None:
-    """Click like a person: close a stray overlay (toast, popover) with Escape first if it is in the way."""
+    """Click like a person: skip the onboarding dialog, close a stray overlay with Escape if one is in the way."""
     for _ in range(3):
+        dismiss_onboarding(page)
         try:
             locator.click(timeout=10_000)
             return
