@@ -53,6 +53,8 @@ def dagster_server(tmp_path_factory):
     dhome = base / "dagster_home"
     dhome.mkdir()
     (dhome / "dagster.yaml").write_text(INSTANCE_YAML)
+    (dhome / ".nux").mkdir()
+    (dhome / ".nux" / "nux.yaml").write_text("seen: 1\n")  # no onboarding dialog over the page
     port = _free_port()
     env = {**os.environ, "DAGSTER_HOME": str(dhome), "REGIME_ASSETS_HOME": str(base / "home"),
            "REGIME_ASSETS_SPEC": str(TINY_SPEC), "DAGSTER_DISABLE_TELEMETRY": "1"}
@@ -84,11 +86,13 @@ def dagster_server(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
+            pass
+        # a code server or run worker can outlive a clean `dagster dev` exit: end the whole group regardless
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
