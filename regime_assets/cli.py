@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -49,6 +50,62 @@ def prepare_environment(spec: str | None, home: str | None) -> tuple[Path, Path]
     return home_path, dagster_home
 
 
+PID_TAG = "regime_assets/pid"
+HOST_TAG = "regime_assets/host"
+_ACTIVE = ("STARTING", "STARTED", "CANCELING")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def reclaim_dead_runs(instance, home: Path | None = None) -> list[str]:
+    """Clean up after runs whose process died (SIGKILL, OOM, power loss) so the next run does not wait forever.
+
+    A run this CLI started carries its host and pid as tags; one that is still STARTING/STARTED/CANCELING while
+    its process on this host is gone is marked failed. Concurrency slots (the ``warehouse`` pool) claimed by runs
+    that are no longer in progress are freed: Dagster frees them only when the step ends, so a killed run would
+    otherwise hold the one slot forever. When no run is left in progress, nothing can be writing the model store,
+    and its incomplete versions and temporary files are removed (``ModelStore.cleanup_incomplete``). Returns the
+    ids of the runs marked failed."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    active = [DagsterRunStatus[s] for s in _ACTIVE]
+    host = socket.gethostname()
+    dead: list[str] = []
+    for rec in instance.get_run_records(filters=RunsFilter(statuses=active)):
+        run = rec.dagster_run
+        pid = run.tags.get(PID_TAG)
+        if run.tags.get(HOST_TAG) != host or not (pid or "").isdigit() or _pid_alive(int(pid)):
+            continue
+        instance.report_run_failed(run, f"run process {pid} on {host} is gone (killed or crashed); marked failed "
+                                        "by regime-assets before the next run")
+        dead.append(run.run_id)
+    storage = instance.event_log_storage
+    if storage.supports_global_concurrency_limits:
+        holders = set(storage.get_concurrency_run_ids())
+        for pool in storage.get_concurrency_keys():
+            holders |= {c.run_id for c in storage.get_concurrency_info(pool).claimed_slots}
+        still = {r.dagster_run.run_id for r in instance.get_run_records(
+            filters=RunsFilter(run_ids=sorted(holders), statuses=active))} if holders else set()
+        for run_id in sorted(holders - still):
+            storage.free_concurrency_slots_for_run(run_id)
+    for run_id in dead:
+        print(f"note: run {run_id} was left running by a process that is gone: marked failed, its warehouse "
+              "slot freed", file=sys.stderr)
+    if home is not None and not instance.get_run_records(filters=RunsFilter(statuses=active), limit=1):
+        from regime_assets.core.model_store import ModelStore
+
+        ModelStore(Path(home) / "models").cleanup_incomplete()
+    return dead
+
+
 def _fail(msg: str) -> int:
     print(f"error: {msg}", file=sys.stderr)
     return 2
@@ -68,16 +125,23 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     defs = build_definitions(spec_path=os.environ.get(SPEC_ENV), home=str(home))
     job = defs.resolve_job_def("materialize_all")
     instance = DagsterInstance.get()
-    t0 = time.perf_counter()
     selection = args.select
-    tags = {"regime_assets/trigger": "manual"}
-    try:
-        if selection:
-            from dagster import AssetSelection
+    if selection:
+        from dagster import AssetSelection
 
-            sel = AssetSelection.from_string(selection)
+        try:
+            # an asset of a multi-asset (e.g. promotion_decision) brings its siblings (model_versions) along
+            sel = AssetSelection.from_string(selection).required_multi_asset_neighbors()
             keys = sel.resolve(defs.resolve_asset_graph())
-            job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys)
+        except Exception as err:  # noqa: BLE001 - any selection error is the user's input
+            return _fail(f"--select {selection!r}: {err}")
+        if not keys:  # an empty subset would run the whole graph
+            return _fail(f"--select {selection!r} matches no asset")
+        job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys)
+    reclaim_dead_runs(instance, home)
+    t0 = time.perf_counter()
+    tags = {"regime_assets/trigger": "manual", PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    try:
         result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags)
     except SpecError as err:
         return _fail(str(err))
