@@ -108,10 +108,12 @@ def build_training_set(labeled: pl.DataFrame, archive: pl.DataFrame | None, repl
     if horizon < 0:
         raise TrainingSetError(f"training set: horizon must be >= 0, got {horizon}")
     schema = labeled.schema
-    lab = labeled.filter(pl.col("label").is_not_null())
-    if lab.height == 0:
+    # never copy every labelled row of a large panel: only dates here, the window's rows below
+    labelled = pl.col("label").is_not_null()
+    lab_dates = labeled.lazy().filter(labelled).select("date").collect().get_column("date")
+    if lab_dates.len() == 0:
         raise TrainingSetError("training set: labeled_samples has no labelled rows")
-    as_of = tspec.as_of or lab.get_column("date").max()
+    as_of = tspec.as_of or lab_dates.max()
     window_start = years_before(as_of, tspec.window_years)
     if months_before(as_of, tspec.validation_months) <= window_start:
         raise TrainingSetError(f"training set: validation_months={tspec.validation_months} covers the whole "
@@ -130,12 +132,13 @@ def build_training_set(labeled: pl.DataFrame, archive: pl.DataFrame | None, repl
 
     all_dates = pl.concat([labeled.get_column("date").unique(),
                            *[f.get_column("date").unique() for f in extras.values()]]).unique()
-    if lab.filter(pl.col("date") <= as_of).height == 0:
+    if (lab_dates <= as_of).sum() == 0:
         raise TrainingSetError(f"training set: as_of {as_of} is before the first labelled date")
     b = holdout_bounds(all_dates, as_of, tspec.validation_months, horizon=horizon, embargo=tspec.embargo_days)
     zone = _zone(b, as_of)
 
-    window = lab.filter((pl.col("date") > window_start) & (pl.col("date") <= as_of)).with_columns(zone.alias("_zone"))
+    window = labeled.filter(labelled & (pl.col("date") > window_start) & (pl.col("date") <= as_of)).with_columns(
+        zone.alias("_zone"))
     dropped = [window.filter(pl.col("_zone") == "purge").group_by("_zone").len()
                .select(pl.lit("window").alias("source"), pl.col("_zone").alias("zone"),
                        pl.col("len").cast(pl.Int64).alias("rows"))]
