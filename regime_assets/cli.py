@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from regime_assets.resources.warehouse import HOME_ENV, default_home
@@ -44,10 +45,33 @@ def prepare_environment(spec: str | None, home: str | None) -> tuple[Path, Path]
     dagster_home = Path(os.environ.get("DAGSTER_HOME") or home_path / "dagster").resolve()
     dagster_home.mkdir(parents=True, exist_ok=True)
     cfg = dagster_home / "dagster.yaml"
-    if not cfg.exists():
-        cfg.write_text(INSTANCE_YAML)
     os.environ["DAGSTER_HOME"] = str(dagster_home)
+    with _instance_lock(dagster_home):
+        if not cfg.exists():
+            cfg.write_text(INSTANCE_YAML)
+        from dagster import DagsterInstance
+
+        with DagsterInstance.get():  # opening creates and migrates the instance's SQLite storage
+            pass
     return home_path, dagster_home
+
+
+@contextmanager
+def _instance_lock(dagster_home: Path):
+    """Exclusive lock while the instance config and storage are created: two processes starting on a fresh home
+    at once would otherwise both run the storage migrations (two alembic heads: an instance that no command
+    or UI can open again) or read a half-written dagster.yaml."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(dagster_home / ".regime_assets.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 PID_TAG = "regime_assets/pid"
