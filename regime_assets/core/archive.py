@@ -20,6 +20,7 @@ from typing import Any
 import polars as pl
 
 from regime_assets.spec import REGIMES, EventSpec
+from regime_assets.core.dates import as_date
 
 ARCHIVE_KEY = ["event_id", "symbol", "date"]
 EVENT_COLUMNS = ["event_id", "event_regime", "event_weight"]
@@ -140,16 +141,7 @@ def merge_append_only(existing: pl.DataFrame | None, new: pl.DataFrame, key: lis
 
 
 def _date(x: Any, what: str) -> dt.date:
-    if isinstance(x, dt.datetime):
-        return x.date()
-    if isinstance(x, dt.date):
-        return x
-    if isinstance(x, str):
-        try:
-            return dt.date.fromisoformat(x)
-        except ValueError:
-            pass
-    raise ArchiveError(f"{what} is not a date: {x!r}")
+    return as_date(x, what, ArchiveError)
 
 
 def _windows(events: Any) -> Iterable[tuple[dt.date, dt.date]]:

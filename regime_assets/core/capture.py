@@ -31,6 +31,7 @@ from typing import Any
 import polars as pl
 
 from regime_assets.spec import REGIMES, CaptureSpec, DriftSpec, EventSpec
+from regime_assets.core.dates import as_date
 
 TRIGGERS = ("vix", "crash_share", "drift")
 SEVERITY = ("crash", "high_vol", "recovery", "low_vol")
@@ -51,16 +52,8 @@ class CaptureError(ValueError):
 
 
 def _as_date(x: Any, what: str) -> dt.date:
-    if isinstance(x, dt.datetime):
-        return x.date()
-    if isinstance(x, dt.date):
-        return x
-    if isinstance(x, str):
-        try:
-            return dt.date.fromisoformat(x)
-        except ValueError:
-            pass
-    raise CaptureError(f"find_candidate_events: {what} is not a date: {x!r}")
+    return as_date(x, f"find_candidate_events: {what}", CaptureError)
+
 
 
 def existing_windows(existing_events: Any) -> list[tuple[str, dt.date, dt.date]]:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from regime_assets.core.dates import as_date
 
 
 class SplitError(ValueError):
@@ -34,18 +35,8 @@ DAYS_PER_YEAR = 365.25
 
 
 def _as_date(x: Any, what: str) -> dt.date:
-    if isinstance(x, np.datetime64):
-        x = x.astype("datetime64[D]").item()
-    if isinstance(x, dt.datetime):
-        return x.date()
-    if isinstance(x, dt.date):
-        return x
-    if isinstance(x, str):
-        try:
-            return dt.date.fromisoformat(x)
-        except ValueError:
-            pass
-    raise SplitError(f"{what} is not a date: {x!r}")
+    return as_date(x, what, SplitError)
+
 
 
 def to_days(dates: pl.Series | np.ndarray | Sequence[Any]) -> np.ndarray:
