@@ -1,7 +1,6 @@
 import datetime as dt
 import time
 
-import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -18,27 +17,13 @@ from regime_assets.core.archive import (
     events_overlap,
     merge_append_only,
 )
-from regime_assets.spec import CLASSES, DEFAULT_EVENTS, REGIMES, EventSpec
+from _panels import labeled_panel
+from regime_assets.spec import DEFAULT_EVENTS, EventSpec
 
 
 def _labeled(n_symbols: int = 3, start: dt.date = dt.date(2007, 1, 1), end: dt.date = dt.date(2010, 12, 31),
              horizon: int = 5, seed: int = 0) -> pl.DataFrame:
-    days = pl.date_range(start, end, "1d", eager=True)
-    days = days.filter(days.dt.weekday() <= 5)
-    syms = pl.DataFrame({"symbol": [f"S{i:02d}" for i in range(n_symbols)]})
-    df = syms.join(pl.DataFrame({"date": days}), how="cross").sort("symbol", "date")
-    n = df.height
-    rng = np.random.default_rng(seed)
-    last = days.tail(horizon).implode()
-    return df.with_columns(
-        pl.lit("Tech").alias("sector"),
-        pl.lit(3, dtype=pl.Int32).alias("sector_code"),
-        pl.Series("f_mom", rng.normal(size=n)),
-        pl.Series("f_vol", rng.random(n)),
-        pl.Series("regime", rng.choice(REGIMES, n)),
-        pl.Series("fwd_return", rng.normal(0, 0.02, n)),
-        pl.Series("label", rng.choice(CLASSES, n)),
-    ).with_columns(pl.when(pl.col("date").is_in(last)).then(None).otherwise(pl.col("label")).alias("label"))
+    return labeled_panel(n_symbols, start, end, horizon, seed)
 
 
 def _ev(eid: str, s: dt.date, e: dt.date, regime: str = "crash", w: float = 0.2) -> EventSpec:

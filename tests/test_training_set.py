@@ -7,29 +7,15 @@ import pytest
 from regime_assets.core.archive import build_archive
 from regime_assets.core.splits import months_before, years_before
 from regime_assets.core.training_set import TrainingSetError, build_training_set, regime_validation_sets
-from regime_assets.spec import CLASSES, REGIMES, EventSpec, TrainingSetSpec
+from _panels import labeled_panel
+from regime_assets.spec import REGIMES, EventSpec, TrainingSetSpec
 
 H = 5
 
 
 def _labeled(n_symbols: int = 3, start: dt.date = dt.date(2014, 1, 1), end: dt.date = dt.date(2020, 12, 31),
              seed: int = 0) -> pl.DataFrame:
-    days = pl.date_range(start, end, "1d", eager=True)
-    days = days.filter(days.dt.weekday() <= 5)
-    syms = pl.DataFrame({"symbol": [f"S{i:02d}" for i in range(n_symbols)]})
-    df = syms.join(pl.DataFrame({"date": days}), how="cross").sort("symbol", "date")
-    n = df.height
-    rng = np.random.default_rng(seed)
-    last = days.tail(H).implode()
-    return df.with_columns(
-        pl.lit("Tech").alias("sector"),
-        pl.lit(3, dtype=pl.Int32).alias("sector_code"),
-        pl.Series("f_mom", rng.normal(size=n)),
-        pl.Series("f_vol", rng.random(n)),
-        pl.Series("regime", rng.choice(REGIMES, n, p=[0.25, 0.4, 0.2, 0.05, 0.1])),
-        pl.Series("fwd_return", rng.normal(0, 0.02, n)),
-        pl.Series("label", rng.choice(CLASSES, n)),
-    ).with_columns(pl.when(pl.col("date").is_in(last)).then(None).otherwise(pl.col("label")).alias("label"))
+    return labeled_panel(n_symbols, start, end, H, seed, regime_p=[0.25, 0.4, 0.2, 0.05, 0.1])
 
 
 EVENTS = [
