@@ -102,9 +102,14 @@ def targets(feat: dict | None, e2e: dict | None, sc: dict | None) -> list[tuple[
         ok = "met" if sp >= TARGETS["features_speedup"] else "missed"
         if feat["mismatched_columns"]:
             ok += f" (but {len(feat['mismatched_columns'])} columns disagree)"
+        st = feat.get("stored")
+        if st is not None and not st["rounding_ok"]:
+            ok += f" (but the {st['dtype']} frame is not the float64 one rounded)"
+        kind = f" ({st['dtype']}, as stored; float64 {feat['speedup_wall_float64']:.1f}×)" if st else ""
         rows.append(("features: polars ≥ 5× pandas",
-                     f"{sp:.1f}× wall-clock ({feat['speedup_cpu']:.1f}× CPU time), {feat['rows']:,} rows, "
-                     f"{feat['data']}", ok))
+                     f"{sp:.1f}× wall-clock{kind} ({feat['speedup_cpu']:.1f}× CPU time), {feat['rows']:,} rows, "
+                     f"{feat['data']}; all columns agree to {feat['tolerance']:g}"
+                     if not feat["mismatched_columns"] else f"{sp:.1f}× wall-clock", ok))
     # archive
     if e2e is not None and "rare_event_archive" in e2e["assets"]:
         a = e2e["assets"]["rare_event_archive"]
@@ -149,19 +154,28 @@ def targets(feat: dict | None, e2e: dict | None, sc: dict | None) -> list[tuple[
 
 def features_md(feat: dict) -> str:
     r = feat["repeat"]
+    st = feat.get("stored")
+    size64 = f" ({st['mib_float64']:.0f} MiB)" if st else ""
     return "\n".join([
         f"Data: {feat['data']}: {feat['rows']:,} rows, {feat['symbols']} symbols, {feat['first_date']} .. "
         f"{feat['last_date']}. Best of {r} runs each.", "",
         "| implementation | wall s | CPU s | feature columns |", "|---|---:|---:|---:|",
-        f"| polars `build_features` | {feat['polars']['wall_s']:.3f} | {feat['polars']['cpu_s']:.3f} | "
-        f"{feat['polars']['feature_columns']} |",
+        *([f"| polars `build_features`, {st['dtype']} (the spec's storage dtype; {st['mib']:.0f} MiB) | "
+           f"{st['wall_s']:.3f} | {st['cpu_s']:.3f} | {feat['polars']['feature_columns']} |"] if st else []),
+        f"| polars `build_features`, float64{size64} | "
+        f"{feat['polars']['wall_s']:.3f} | {feat['polars']['cpu_s']:.3f} | {feat['polars']['feature_columns']} |",
         f"| pandas groupby/rolling (bench/pandas_features.py) | {feat['pandas']['wall_s']:.3f} | "
         f"{feat['pandas']['cpu_s']:.3f} | {feat['pandas']['feature_columns']} |", "",
         f"Speed-up {feat['speedup_wall']:.1f}× wall-clock, {feat['speedup_cpu']:.1f}× CPU time "
-        f"(polars may use all {feat['cores']} cores, pandas one). Agreement on {feat['common_columns']} common "
-        f"columns (tolerance {feat['tolerance']:g}): "
+        + (f"for the {st['dtype']} frame the pipeline stores ({feat['speedup_wall_float64']:.1f}× for float64) "
+           if st else "")
+        + f"(polars may use all {feat['cores']} cores, pandas one). Agreement of the float64 frame with pandas on "
+        f"{feat['common_columns']} common columns (tolerance {feat['tolerance']:g}): "
         + ("all agree." if not feat["mismatched_columns"] else
-           f"**{len(feat['mismatched_columns'])} disagree**: {', '.join(feat['mismatched_columns'])}."),
+           f"**{len(feat['mismatched_columns'])} disagree**: {', '.join(feat['mismatched_columns'])}.")
+        + ("" if not st else f" The {st['dtype']} frame "
+           + ("equals the float64 frame cast to " + st["dtype"] + ", value for value (one float64 computation, "
+              "rounded once at the end)." if st["rounding_ok"] else "**is not** the float64 frame rounded.")),
     ])
 
 

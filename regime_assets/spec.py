@@ -106,6 +106,11 @@ class FeatureSpec(_Strict):
     macd_fast: int = Field(default=12, ge=2)
     macd_slow: int = Field(default=26, ge=3)
     macd_signal: int = Field(default=9, ge=2)
+    # storage type of the f_* columns: computed in float64, rounded once at the end. float32 halves the
+    # features/labeled_samples memory and warehouse size; tree models work in float32 anyway.
+    dtype: Literal["float32", "float64"] = "float32"
+    # symbol-days computed per batch of whole symbols (memory only: the values do not depend on it)
+    batch_rows: int = Field(default=500_000, ge=1)
 
     @model_validator(mode="after")
     def _macd(self) -> "FeatureSpec":

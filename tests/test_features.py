@@ -14,7 +14,7 @@ from regime_assets.core.features import (
 )
 from regime_assets.spec import FeatureSpec
 
-FS = FeatureSpec()
+FS = FeatureSpec(dtype="float64")  # exact values: the hand computations below compare at 1e-9..1e-12
 SYMBOLS = ("AAA", "BBB", "CCC", "DDD")
 
 
@@ -79,7 +79,7 @@ def test_columns_dtypes_and_catalog(data):
     feats = feature_columns(f)
     assert len(feats) >= 100
     assert f.columns == list(KEY_COLUMNS) + feats
-    assert all(f.schema[c] == pl.Float64 for c in feats)
+    assert all(f.schema[c] == pl.Float64 for c in feats)  # FS asks for float64
     assert f.schema["date"] == pl.Date and f.schema["sector_code"].is_integer()
     assert f.height == px.height
     assert f.select(pl.struct("symbol", "date").is_duplicated().any()).item() is False
@@ -342,3 +342,47 @@ def test_cross_sectional_blocks_do_not_change_ranks(data, monkeypatch):
     px, ctx, f = data
     monkeypatch.setattr(features_module, "_XS_BLOCK", 12)  # 3 dates per block
     assert build_features(px, ctx, SECTORS, FS).equals(f)
+
+
+# ------------------------------------------------------------------------------------------ storage dtype
+
+
+def test_default_storage_is_float32_and_is_the_float64_frame_rounded(data):
+    px, ctx, f64 = data
+    assert FeatureSpec().dtype == "float32"
+    f32 = build_features(px, ctx, SECTORS, FeatureSpec())
+    cols = feature_columns(f32)
+    assert cols == feature_columns(f64) and f32.columns == f64.columns
+    assert all(f32.schema[c] == pl.Float32 for c in cols)
+    assert f32.schema["sector_code"] == f64.schema["sector_code"]
+    # one float64 computation rounded once: cross-sectional ranks too (they rank the float64 values)
+    assert f64.with_columns(pl.col(cols).cast(pl.Float32)).equals(f32)
+    assert f32.estimated_size() < 0.6 * f64.estimated_size()
+
+
+def test_values_float32_cannot_hold_become_null():
+    ctx = _market(400)
+    px = _prices(ctx)
+    # a close that jumps by 1e300 makes moving-average gaps and rallies huge but finite in float64
+    big = px.with_columns(pl.when((pl.col("symbol") == "AAA") & (pl.col("date") >= ctx["date"][300]))
+                          .then(pl.col("close") * 1e300).otherwise(pl.col("close")).alias("close"))
+    f64 = build_features(big, ctx, None, FS)
+    f32 = build_features(big, ctx, None, FeatureSpec())
+    cols = feature_columns(f32)
+    odd = f32.select(pl.any_horizontal(pl.col(cols).is_nan() | pl.col(cols).is_infinite()).any()).item()
+    assert not odd
+    # somewhere a finite float64 value is beyond float32's range: it is null in float32, kept in float64
+    over = f64.select(pl.any_horizontal((pl.col(cols).abs() > 3.4e38).fill_null(False)).any()).item()
+    assert over
+    mask = f64.select(pl.col(cols).abs() > 3.4e38)
+    nulls32 = f32.select(pl.col(cols).is_null())
+    assert all((mask[c].fill_null(False) & ~nulls32[c]).sum() == 0 for c in cols)
+
+
+@pytest.mark.parametrize("batch_rows", [1, 700, 1500, 10**9])
+def test_symbol_batches_do_not_change_values(data, batch_rows):
+    px, ctx, f64 = data
+    spec = FeatureSpec(dtype="float64", batch_rows=batch_rows)
+    assert build_features(px, ctx, SECTORS, spec).equals(f64)
+    f32 = build_features(px, ctx, SECTORS, FeatureSpec(batch_rows=batch_rows))
+    assert f32.equals(build_features(px, ctx, SECTORS, FeatureSpec()))

@@ -243,7 +243,7 @@ def promotion(context: AssetExecutionContext, settings: RegimeSettings, validati
         "promoted": bool(decision["promote"]), "reason": reason, "as_of": training_set["date"].max(),
         "train_start": train_rows["date"].min(), "train_end": train_rows["date"].max(),
         "validation_start": val["date"].min(), "validation_end": val["date"].max(),
-        "features": meta_learner["features"][0], "run_id": context.run_id,
+        "features": meta_learner["features"][0], "run_id": context.run.run_id,
     }], schema=REGISTRY_SCHEMA)
     per = decision["per_regime"]
     yield Output(decision_row, output_name="promotion_decision", metadata={

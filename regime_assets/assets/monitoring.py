@@ -104,7 +104,7 @@ def new_rare_events(context: AssetExecutionContext, settings: RegimeSettings, ma
     cand = find_candidate_events(market_context, regime_labels, score, as_of, existing, spec.capture,
                                  drift_weeks=spec.drift.current_weeks)
     cand = cand.with_columns(pl.lit(as_of).alias("captured_as_of"),
-                             pl.lit(context.run_id).alias("captured_by_run"))
+                             pl.lit(context.run.run_id).alias("captured_by_run"))
     new_ids = cand["event_id"].to_list()
     appended = 0
     if cand.height:

@@ -63,11 +63,11 @@ def training_runs(context: AssetExecutionContext, settings: RegimeSettings, trai
                   promotion_decision: pl.DataFrame) -> Output[pl.DataFrame]:
     spec = settings.spec
     tags = context.run.tags if context.run else {}
-    started = _run_start(context.instance, context.run_id)
+    started = _run_start(context.instance, context.run.run_id)
     now = dt.datetime.now(dt.UTC)
     d = promotion_decision.row(0, named=True) if promotion_decision.height else {}
     row = runs_row(
-        run_id=context.run_id, job=context.job_name, trigger=trigger_of(dict(tags)), status="success",
+        run_id=context.run.run_id, job=context.job_name, trigger=trigger_of(dict(tags)), status="success",
         started_at=started, finished_at=now, duration_seconds=(now - started).total_seconds(),
         spec_hash=spec.spec_hash, as_of=str(training_set["date"].max()),
         train_rows=int((training_set["split"] == "train").sum()),

@@ -1,4 +1,4 @@
-"""Point-in-time features per symbol-day, computed in polars over all symbols at once.
+"""Point-in-time features per symbol-day, computed in polars, vectorised over batches of whole symbols.
 
 Conventions (every window counts trading rows of the symbol, or of the index for market features):
 
@@ -15,6 +15,10 @@ Conventions (every window counts trading rows of the symbol, or of the index for
 * volume features (``volume`` column only) use the vol windows: volume / its mean, z-score of ``log(1+volume)``;
 * cross-sectional ranks (of the returns, vols and drawdowns) are ``(rank - 0.5) / n`` among the symbols that
   have the value on that date (average rank for ties; in (0, 1)).
+
+Storage: every value is computed in float64 and rounded once to ``features.dtype`` (float32 by default) at the
+end; symbols are computed in batches of whole symbols (``features.batch_rows``), which bounds the float64
+intermediates and changes no value.
 
 A value at date t uses rows up to t only. Warm-up rows (fewer rows than the window needs) are null and kept;
 so are values from a division by zero (no NaN or inf is ever returned). Market features (index, VIX) are
@@ -406,15 +410,68 @@ def _collect(lf: pl.LazyFrame) -> pl.DataFrame:
         return lf.collect()
 
 
-def _finite(name: str) -> pl.Expr:
-    x = pl.col(name)
+def _finite(name: str, expr: pl.Expr | None = None) -> pl.Expr:
+    """``expr`` (default the column ``name``) with NaN and +-inf replaced by null, named ``name``."""
+    x = pl.col(name) if expr is None else expr
     return pl.when(x.is_finite()).then(x).otherwise(None).alias(name)
+
+
+def storage_dtype(fspec: FeatureSpec) -> type[pl.DataType]:
+    """The dtype of the ``f_*`` columns ``build_features`` returns (spec ``features.dtype``)."""
+    return pl.Float32 if fspec.dtype == "float32" else pl.Float64
+
+
+def _symbol_batches(px: pl.DataFrame, batch_rows: int) -> list[pl.DataFrame]:
+    """``px`` (sorted by symbol, date) cut into zero-copy slices of whole symbols: a batch closes at the first
+    symbol start at or past ``batch_rows`` rows (one loop step per symbol, not per row)."""
+    if px.height <= batch_rows:
+        return [px]
+    sym = px.get_column("symbol")
+    starts = np.flatnonzero((sym != sym.shift(1)).fill_null(True).to_numpy())
+    cuts, first = [], 0
+    for s in starts[1:].tolist():
+        if s - first >= batch_rows:
+            cuts.append((first, s))
+            first = s
+    cuts.append((first, px.height))
+    return [px.slice(a, b - a) for a, b in cuts]
+
+
+def _symbol_plan(px: pl.DataFrame, mkt: pl.DataFrame, sec: pl.DataFrame | None, w: _W, has_volume: bool,
+                 symbol: list[_Feat], market: list[_Feat], out_t: type[pl.DataType], ranked: set[str]) -> pl.LazyFrame:
+    """The lazy plan of one batch of symbols: symbol, date, sector + symbol and market features, rounded to
+    ``out_t`` except the ``ranked`` columns (float64 until the cross-sectional ranks have read them)."""
+    lf = (px.lazy().join(mkt.lazy(), on="date", how="left", maintain_order="left")
+          .with_columns(pl.col("symbol").set_sorted()))  # lets the per-symbol windows use sorted groups
+    for stage in _temp_stages(w, has_volume):
+        lf = lf.with_columns(stage)
+    lf = lf.with_columns(*[f.expr.alias(f.name) for f in symbol if not f.name.startswith("f_rs_")])
+    lf = lf.with_columns(*[f.expr.alias(f.name) for f in symbol if f.name.startswith("f_rs_")])
+    if sec is not None:
+        lf = lf.join(sec.lazy(), on="symbol", how="left", maintain_order="left")
+    else:
+        lf = lf.with_columns(pl.lit(None, dtype=pl.Utf8).alias("sector"))
+    lf = lf.with_columns(pl.col("sector").fill_null(UNKNOWN_SECTOR))
+
+    def stored(f: _Feat, guard: bool) -> pl.Expr:
+        if out_t == pl.Float64 or f.name in ranked:
+            return _finite(f.name) if guard else pl.col(f.name).cast(pl.Float64)
+        return _finite(f.name, pl.col(f.name).cast(out_t))  # also nulls a float64 value float32 cannot hold
+
+    # market columns were guarded on the (short) market frame (and only need the guard again after rounding)
+    return lf.select("symbol", "date", "sector",
+                     *[stored(f, not f.finite) for f in symbol],
+                     *[stored(f, False) for f in market])
 
 
 def build_features(prices: pl.DataFrame, market_context: pl.DataFrame, sectors: pl.DataFrame | None,
                    fspec: FeatureSpec) -> pl.DataFrame:
-    """features: symbol, date, sector, sector_code + the catalog's ``f_*`` columns (Float64), sorted by
-    symbol, date; one row per price row. See the module docstring for the definitions."""
+    """features: symbol, date, sector, sector_code + the catalog's ``f_*`` columns, sorted by symbol, date;
+    one row per price row. See the module docstring for the definitions.
+
+    Every value is computed in float64 and rounded once to ``features.dtype`` (float32 by default) on its way
+    out: the float32 frame equals the float64 frame cast to float32, cross-sectional ranks included (they rank
+    the float64 values). A value that is finite in float64 but not representable in float32 becomes null."""
     _check_inputs(prices, market_context, sectors)
     w = _all_windows(fspec)
     has_volume = "volume" in prices.columns
@@ -426,25 +483,28 @@ def build_features(prices: pl.DataFrame, market_context: pl.DataFrame, sectors: 
         cols.append(pl.col("volume").cast(pl.Float64).alias("_v"))
     px = prices.select(cols).sort("symbol", "date")
     _check_sorted_prices(px)
-    lf = (px.lazy().join(mkt.lazy(), on="date", how="left", maintain_order="left")
-          .with_columns(pl.col("symbol").set_sorted()))  # lets the per-symbol windows use sorted groups
-    for stage in _temp_stages(w, has_volume):
-        lf = lf.with_columns(stage)
-    lf = lf.with_columns(*[f.expr.alias(f.name) for f in symbol if not f.name.startswith("f_rs_")])
-    lf = lf.with_columns(*[f.expr.alias(f.name) for f in symbol if f.name.startswith("f_rs_")])
-
+    sec = None
     if sectors is not None and sectors.height:
         sec = sectors.select(pl.col("symbol").cast(pl.Utf8), pl.col("sector").cast(pl.Utf8))
-        lf = lf.join(sec.lazy(), on="symbol", how="left", maintain_order="left")
-    else:
-        lf = lf.with_columns(pl.lit(None, dtype=pl.Utf8).alias("sector"))
-    lf = lf.with_columns(pl.col("sector").fill_null(UNKNOWN_SECTOR))
-    # market columns were guarded on the (short) market frame
-    out = _collect(lf.select(
-        "symbol", "date", "sector",
-        *[(pl.col(f.name) if f.finite else _finite(f.name)).cast(pl.Float64) for f in symbol],
-        *[pl.col(f.name).cast(pl.Float64) for f in market]))
+    out_t = storage_dtype(fspec)
+    ranked = {f.expr.meta.output_name() for f in xs}
+    # whole symbols per batch: each batch's float64 intermediates (~2x the output's width) exist only while
+    # that batch is computed; the per-symbol values do not depend on the batching
+    parts = [_collect(_symbol_plan(batch, mkt, sec, w, has_volume, symbol, market, out_t, ranked))
+             for batch in _symbol_batches(px, fspec.batch_rows)]
+    del px
+    out = parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical", rechunk=False)
+    del parts
+    for i, c in enumerate(out.columns):  # one contiguous chunk per column, one column copied at a time
+        out.replace_column(i, out.get_column(c).rechunk())
     out = out.hstack(_xs_ranks(out, xs))
+    if out_t != pl.Float64:
+        # column by column: no second copy of the frame
+        for c in [*ranked, *(f.name for f in xs)]:
+            if c in out.columns:
+                out.replace_column(out.get_column_index(c),
+                                   out.get_column(c).to_frame().select(_finite(c, pl.col(c).cast(out_t)))
+                                   .to_series())
     codes = {s: i for i, s in enumerate(sorted(out.get_column("sector").unique().to_list()))}
     code = out.get_column("sector").replace_strict(codes, return_dtype=pl.Int32).alias("sector_code")
     return out.insert_column(3, code)

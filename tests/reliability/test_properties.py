@@ -103,7 +103,7 @@ def test_regimes_features_labels_keep_their_contracts_or_raise_their_errors(case
     assert feats.height == prices.height
     assert feats.select("symbol", "date").is_duplicated().sum() == 0
     fcols = feature_columns(feats)
-    assert fcols and all(feats.schema[c] == pl.Float64 for c in fcols)
+    assert fcols and all(feats.schema[c] == pl.Float32 for c in fcols)  # the spec's default storage dtype
     odd = feats.select(pl.any_horizontal(pl.col(fcols).is_nan() | pl.col(fcols).is_infinite()).any()).item()
     assert not odd, "features hold NaN or inf (missing values must be null)"
     regimes = label_regimes(prices, ctx, RegimeSpec())
