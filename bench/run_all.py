@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default=scale.DEFAULT_SIZES, help="scale.py sizes (symbols)")
     ap.add_argument("--years", type=float, default=30.0, help="scale.py years")
     ap.add_argument("--e2e-spec", help="spec for end_to_end.py (default: the packaged spec, bundled data)")
-    ap.add_argument("--features-repeat", type=int, default=3)
+    ap.add_argument("--features-repeat", type=int, default=5)
     ap.add_argument("--no-lightgbm", action="store_true", help="scale.py without the LightGBM fit")
     ap.add_argument("--max-rss-gb", type=float, default=12.0, help="scale.py's per-child RSS limit")
     ap.add_argument("--no-probe", action="store_true", help="skip the OpenMP contention probe")
