@@ -457,17 +457,22 @@ def _symbol_plan(px: pl.DataFrame, mkt: pl.DataFrame, sec: pl.DataFrame | None, 
         lf = lf.with_columns(pl.lit(None, dtype=pl.Utf8).alias("sector"))
     lf = lf.with_columns(pl.col("sector").fill_null(UNKNOWN_SECTOR))
 
-    def stored(f: _Feat, guard: bool) -> pl.Expr:
-        if out_t == pl.Float64 or f.name in ranked:
-            return _finite(f.name) if guard else pl.col(f.name).cast(pl.Float64)
-        if f.bounded and not guard:
-            return pl.col(f.name).cast(out_t)
-        return _finite(f.name, pl.col(f.name).cast(out_t))  # also nulls a float64 value float32 cannot hold
-
-    # market columns were guarded on the (short) market frame (and only need the guard again after rounding)
+    # rounded inside the plan (the float64 frame never exists whole); NaN/inf are nulled afterwards, only in the
+    # columns that hold any (``_null_non_finite``): a guard on every column here cost more than the features
     return lf.select("symbol", "date", "sector",
-                     *[stored(f, not f.finite) for f in symbol],
-                     *[stored(f, False) for f in market])
+                     *[pl.col(f.name).cast(pl.Float64 if f.name in ranked else out_t) for f in symbol],
+                     *[pl.col(f.name).cast(pl.Float64 if f.name in ranked else out_t) for f in market])
+
+
+def _null_non_finite(df: pl.DataFrame, cols: list[str]) -> pl.DataFrame:
+    """``df`` with NaN and +-inf in ``cols`` replaced by null: one parallel scan finds the columns that hold any,
+    and only those are rewritten (column by column, in place)."""
+    if not cols or df.height == 0:
+        return df
+    bad = df.select((~pl.col(c).is_finite()).any().alias(c) for c in cols).row(0, named=True)
+    for c in [c for c, b in bad.items() if b]:
+        df.replace_column(df.get_column_index(c), df.get_column(c).to_frame().select(_finite(c)).to_series())
+    return df
 
 
 def build_features(prices: pl.DataFrame, market_context: pl.DataFrame, sectors: pl.DataFrame | None,
@@ -508,10 +513,16 @@ def build_features(prices: pl.DataFrame, market_context: pl.DataFrame, sectors: 
     out = out.hstack(_xs_ranks(out, xs))
     if out_t != pl.Float64:
         # cast in one select (in parallel), swapped in column by column: a with_columns here copied the whole
-        # frame once more (measured at 500 symbols). Ranks and the ranked columns are bounded: no guard.
+        # frame once more (measured at 500 symbols). Ranks and the ranked columns are bounded.
         late = [c for c in [*ranked, *(f.name for f in xs)] if c in out.columns]
         for col in out.select(pl.col(late).cast(out_t)).get_columns():
             out.replace_column(out.get_column_index(col.name), col)
+    # symbol columns that can be NaN/inf (divisions), or overflow float32; market columns were guarded on the
+    # market frame in float64 and can only overflow
+    check = [f.name for f in symbol if not f.finite or (out_t != pl.Float64 and not f.bounded)]
+    if out_t != pl.Float64:
+        check += [f.name for f in market if not f.bounded]
+    out = _null_non_finite(out, check)
     codes = {s: i for i, s in enumerate(sorted(out.get_column("sector").unique().to_list()))}
     code = out.get_column("sector").replace_strict(codes, return_dtype=pl.Int32).alias("sector_code")
     return out.insert_column(3, code)
