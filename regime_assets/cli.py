@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import socket
 import subprocess
@@ -28,9 +29,32 @@ run_monitoring:
 concurrency:
   pools:
     default_limit: 1
+# Dagster's SQLite event log (its default place), with pool-slot claims serialised across processes
+event_log_storage:
+  module: regime_assets.instance_storage
+  class: PoolSafeSqliteEventLogStorage
+  config:
+    base_dir: {event_log_dir}
 telemetry:
   enabled: false
 """
+# what homes created before the pool-safe storage hold: replaced by INSTANCE_YAML when found unedited
+_OLD_INSTANCE_YAMLS = ("""# Dagster instance for regime_assets (written by `regime-assets`; edit freely).
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 30
+concurrency:
+  pools:
+    default_limit: 1
+telemetry:
+  enabled: false
+""",)
+
+
+def instance_yaml(dagster_home: Path) -> str:
+    """The dagster.yaml of a new home (event logs where Dagster's default SQLite storage keeps them)."""
+    event_log_dir = Path(dagster_home).resolve() / "history" / "runs"
+    return INSTANCE_YAML.replace("{event_log_dir}", json.dumps(str(event_log_dir)))
 
 
 def prepare_environment(spec: str | None, home: str | None) -> tuple[Path, Path]:
@@ -47,8 +71,8 @@ def prepare_environment(spec: str | None, home: str | None) -> tuple[Path, Path]
     cfg = dagster_home / "dagster.yaml"
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     with _instance_lock(dagster_home):
-        if not cfg.exists():
-            cfg.write_text(INSTANCE_YAML)
+        if not cfg.exists() or cfg.read_text() in _OLD_INSTANCE_YAMLS:
+            cfg.write_text(instance_yaml(dagster_home))
         from dagster import DagsterInstance
 
         with DagsterInstance.get():  # opening creates and migrates the instance's SQLite storage

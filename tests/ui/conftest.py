@@ -18,14 +18,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 TINY_SPEC = ROOT / "tests" / "specs" / "tiny.yaml"
 CHROMIUM = "/usr/bin/chromium"
-INSTANCE_YAML = """run_monitoring:
-  enabled: false
-concurrency:
-  pools:
-    default_limit: 1
-telemetry:
-  enabled: false
-"""
+
+
+def instance_yaml(dagster_home: Path) -> str:
+    """The CLI's instance config (pool-safe event log included), run monitoring off for a short-lived server."""
+    from regime_assets.cli import instance_yaml as cli_yaml
+
+    text = cli_yaml(dagster_home)
+    return text.replace("run_monitoring:\n  enabled: true\n  poll_interval_seconds: 30\n", "run_monitoring:\n  enabled: false\n")
 
 
 def _free_port() -> int:
@@ -52,7 +52,8 @@ def dagster_server(tmp_path_factory):
     base = tmp_path_factory.mktemp("ui")
     dhome = base / "dagster_home"
     dhome.mkdir()
-    (dhome / "dagster.yaml").write_text(INSTANCE_YAML)
+    (dhome / "dagster.yaml").write_text(instance_yaml(dhome))
+    assert "run_monitoring:\n  enabled: false" in (dhome / "dagster.yaml").read_text()
     (dhome / ".nux").mkdir()
     (dhome / ".nux" / "nux.yaml").write_text("seen: 1\n")  # no onboarding dialog over the page
     port = _free_port()
