@@ -6,7 +6,8 @@
 
     uv run python bench/features.py --json bench/out/features.json   # also write the figures as JSON
 
-Prints both timings (best of N after one untimed warm-up call), the speed ratio, and checks that every common feature column agrees
+Prints the timings (best of N after one untimed warm-up call each; the implementations alternate run by
+run), the speed ratio, and checks that every common feature column agrees
 (nulls at the same rows, |polars - pandas| <= tolerance * max(1, |pandas|)). polars runs twice: with the
 spec's storage dtype (float32 by default: what the pipeline stores; its time gives the speed-up) and with
 ``dtype: float64``, the frame compared with pandas (float32 cannot hold 1e-9). The float32 frame must equal the
@@ -26,13 +27,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import polars as pl
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import regime_assets  # noqa: E402,F401  first, as in the pipeline: its allocator settings apply before polars loads
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
 from pandas_features import pandas_features  # noqa: E402
 
 from regime_assets.core.features import build_features, feature_columns  # noqa: E402
@@ -165,17 +166,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {prices.height:,} rows, {prices['symbol'].n_unique()} symbols, "
           f"{prices['date'].min()}..{prices['date'].max()}")
 
-    build_features(prices, ctx, sectors, fspec)  # warm-up (first-call costs of polars' engine), not timed
-    # the two dtypes alternate run by run, so drifting machine load hits both alike
-    (t_ps, c_ps, out_ps), (t_pl, c_pl, out_pl) = best_of_alternating(
-        [lambda: build_features(prices, ctx, sectors, fspec), lambda: build_features(prices, ctx, sectors, fspec64)],
+    p_prices, p_ctx = prices.to_pandas(), ctx.to_pandas()
+    build_features(prices, ctx, sectors, fspec)  # warm-ups (first-call costs of polars' engine), not timed
+    pandas_features(p_prices, p_ctx, fspec)
+    # the three implementations alternate run by run (polars float32, polars float64, pandas, polars float32,
+    # ...): a burst of load from elsewhere on the machine hits all of them alike instead of one
+    (t_ps, c_ps, out_ps), (t_pl, c_pl, out_pl), (t_pd, c_pd, out_pd) = best_of_alternating(
+        [lambda: build_features(prices, ctx, sectors, fspec), lambda: build_features(prices, ctx, sectors, fspec64),
+         lambda: pandas_features(p_prices, p_ctx, fspec)],
         args.repeat)
     fcols = feature_columns(out_pl)
     rounded = out_pl.with_columns(pl.col(fcols).cast(out_ps.schema[fcols[0]]))
     rounding_ok = rounded.equals(out_ps)
-    p_prices, p_ctx = prices.to_pandas(), ctx.to_pandas()
-    pandas_features(p_prices, p_ctx, fspec)  # warm-up, likewise
-    t_pd, c_pd, out_pd = best_of(lambda: pandas_features(p_prices, p_ctx, fspec), args.repeat)
     out_pd = pl.from_pandas(out_pd).with_columns(pl.col("date").cast(pl.Date))
 
     res = compare(out_pl, out_pd, args.tolerance)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+from scipy.signal import lfilter
 
 from regime_assets.spec import FeatureSpec
 
@@ -122,6 +123,17 @@ def _sym(e: pl.Expr) -> pl.Expr:
     return e.over("symbol")
 
 
+def _from_row(k: int, e: pl.Expr) -> pl.Expr:
+    """``e`` evaluated on the whole column, kept from each symbol's row ``k`` (0-based, column ``_i``) on,
+    null before.
+
+    For expressions whose value at a row depends only on the ``k + 1`` rows ending there (shifts, differences,
+    rolling max/min over ``k + 1`` rows) this equals ``_sym(e)`` value for value: from row ``k`` on, the rows
+    read are the symbol's own. It skips the per-symbol grouping, which costs more than such a window itself.
+    Not for rolling sums or exponential means: their running state would carry across symbols."""
+    return pl.when(pl.col("_i") >= k).then(e)
+
+
 def _market_defs(w: _W) -> list[_Feat]:
     """Features of the market-context series (one row per date, sorted by date)."""
     ic, vix = pl.col("_ic"), pl.col("vix")
@@ -144,30 +156,28 @@ def _market_defs(w: _W) -> list[_Feat]:
     return feats
 
 
-def _temp_stages(w: _W, has_volume: bool) -> list[list[pl.Expr]]:
-    """Intermediate per-symbol columns (named ``_*``), in dependency order; dropped from the output."""
-    MACD_FAST, MACD_SLOW, MACD_SIGNAL = w.macd
+def _base_stages(w: _W) -> list[list[pl.Expr]]:
+    """The intermediate per-symbol columns the cross-sectionally ranked features need: daily log return ``_r``
+    and the rolling std of it ``_vol_n``; computed first (``_base_plan``), in dependency order."""
     c, r = pl.col("close"), pl.col("_r")
-    s1 = [_sym((c / c.shift(1)).log()).alias("_r"), _sym(c.diff()).alias("_d")]
-    ema_f = c.ewm_mean(span=MACD_FAST, adjust=False, min_samples=MACD_SLOW)
-    ema_s = c.ewm_mean(span=MACD_SLOW, adjust=False, min_samples=MACD_SLOW)
+    return [[_from_row(1, (c / c.shift(1)).log()).alias("_r")],
+            [_sym(r.rolling_std(n, min_samples=n)).alias(f"_vol_{n}") for n in w.vol]]
+
+
+def _temp_stages(w: _W, has_volume: bool) -> list[list[pl.Expr]]:
+    """The other intermediate per-symbol columns (named ``_*``), in dependency order, on top of
+    ``_base_stages`` and ``_exp_means``; dropped from the output."""
+    c, r = pl.col("close"), pl.col("_r")
     s2 = [_sym(c.rolling_mean(n, min_samples=n)).alias(f"_ma_{n}") for n in sorted(set(w.ma) | set(w.bb))]
     s2 += [_sym(c.rolling_std(n, min_samples=n, ddof=0)).alias(f"_sd0_{n}") for n in w.bb]
-    s2 += [_sym(r.rolling_std(n, min_samples=n)).alias(f"_vol_{n}") for n in w.vol]
     s2 += [
-        pl.col("_d").clip(lower_bound=0.0).alias("_up"),
-        (-pl.col("_d")).clip(lower_bound=0.0).alias("_dn"),
-        _sym(ema_f - ema_s).alias("_macd"),
         # paired daily returns of the symbol and the index (both present) for beta/correlation
         pl.when(pl.col("_m").is_not_null()).then(r).alias("_rb"),
         pl.when(r.is_not_null()).then(pl.col("_m")).alias("_mb"),
     ]
     if has_volume:
         s2.append(pl.col("_v").log1p().alias("_lv"))
-    s3 = [_sym(pl.col("_macd").ewm_mean(span=MACD_SIGNAL, adjust=False, min_samples=MACD_SIGNAL)).alias("_macd_sig")]
-    for n in w.rsi:
-        s3 += [_sym(pl.col(f"_{k}").ewm_mean(alpha=1.0 / n, adjust=False, min_samples=n)).alias(f"_{k}_{n}")
-               for k in ("up", "dn")]
+    s3 = []
     rb, mb = pl.col("_rb"), pl.col("_mb")
     for n in w.beta:
         s3 += [
@@ -184,23 +194,23 @@ def _temp_stages(w: _W, has_volume: bool) -> list[list[pl.Expr]]:
                    _sym(lv.rolling_mean(n, min_samples=n)).alias(f"_lvmean_{n}"),
                    _sym(lv.rolling_std(n, min_samples=n)).alias(f"_lvstd_{n}")]
     s4 = [(pl.col(f"_erm_{n}") - pl.col(f"_er_{n}") * pl.col(f"_em_{n}")).alias(f"_cov_{n}") for n in w.beta]
-    return [s1, s2, s3, s4]
+    return [s2, s3, s4]
 
 
 def _symbol_defs(w: _W, has_volume: bool) -> list[_Feat]:
     MACD_FAST, MACD_SLOW, MACD_SIGNAL = w.macd
     """Features of each symbol's own series (and its joint series with the index)."""
     c = pl.col("close")
-    feats = [_Feat(f"f_ret_{n}", n, f"log return over {n} days", _sym((c / c.shift(n)).log()), True, True)
+    feats = [_Feat(f"f_ret_{n}", n, f"log return over {n} days", _from_row(n, (c / c.shift(n)).log()), True, True)
              for n in w.ret]
     feats += [_Feat(f"f_vol_{n}", n, f"realized vol of daily log returns over {n} days (annualised)",
                     pl.col(f"_vol_{n}") * _ANN, True, True) for n in w.vol]
     feats += [_Feat(f"f_vol_ratio_{a}_{b}", a, f"vol over {a} days / vol over {b} days",
                     pl.col(f"_vol_{a}") / pl.col(f"_vol_{b}")) for a, b in _pairs(w.vol)]
     feats += [_Feat(f"f_dd_{n}", n, f"drawdown of the close from its {n}-day high",
-                    c / _sym(c.rolling_max(n, min_samples=n)) - 1.0, True, True) for n in w.dd]
+                    c / _from_row(n - 1, c.rolling_max(n, min_samples=n)) - 1.0, True, True) for n in w.dd]
     feats += [_Feat(f"f_rally_{n}", n, f"rise of the close from its {n}-day low",
-                    c / _sym(c.rolling_min(n, min_samples=n)) - 1.0, True) for n in w.dd]
+                    c / _from_row(n - 1, c.rolling_min(n, min_samples=n)) - 1.0, True) for n in w.dd]
     feats += [_Feat(f"f_ma_gap_{n}", n, f"close / {n}-day moving average - 1", c / pl.col(f"_ma_{n}") - 1.0, True, True)
               for n in w.ma]
     feats += [_Feat(f"f_ma_cross_{a}_{b}", a, f"{a}-day MA / {b}-day MA - 1",
@@ -375,16 +385,18 @@ def _rank_rows(m: np.ndarray) -> np.ndarray:
     return out.reshape(nd, ns)
 
 
-def _xs_ranks(df: pl.DataFrame, feats: list[_Feat]) -> list[pl.Series]:
-    """Cross-sectional ranks of the columns ``feats`` rank (``df`` sorted by symbol, date).
+def _xs_ranks(df: pl.DataFrame, feats: list[_Feat], dtype: type[pl.DataType] = pl.Float64) -> list[pl.Series]:
+    """Cross-sectional ranks of the columns ``feats`` rank (``df`` sorted by symbol, date), as ``dtype``.
 
     Each column goes into a (dates x symbols) matrix ranked along the symbol axis, in blocks of dates small
-    enough to stay in cache: a few vectorised sorts instead of one small sort per date.
+    enough to stay in cache: a few vectorised sorts instead of one small sort per date. The float64 ranks are
+    rounded to ``dtype`` in numpy (the same round-to-nearest as a polars cast, at a fraction of its cost).
     """
+    np_t = np.float32 if dtype == pl.Float32 else np.float64
     if not feats:
         return []
     if df.height == 0:
-        return [pl.Series(f.name, [], dtype=pl.Float64) for f in feats]
+        return [pl.Series(f.name, [], dtype=dtype) for f in feats]
     di = df.get_column("date").rank("dense").to_numpy().astype(np.int64) - 1
     sym = df.get_column("symbol")
     si = (sym != sym.shift(1)).fill_null(True).cum_sum().to_numpy().astype(np.int64) - 1
@@ -394,11 +406,11 @@ def _xs_ranks(df: pl.DataFrame, feats: list[_Feat]) -> list[pl.Series]:
 
     def rank(f: _Feat) -> pl.Series:
         m = np.full(nd * ns, np.nan)
-        m[flat] = df.get_column(f.expr.meta.output_name()).to_numpy()  # nulls arrive as NaN
+        m[flat] = df.get_column(f.expr.meta.output_name()).fill_null(np.nan).to_numpy()  # nulls as NaN
         m = m.reshape(nd, ns)
         for a in range(0, nd, step):
             m[a:a + step] = _rank_rows(m[a:a + step])
-        return pl.Series(f.name, m.ravel()[flat], nan_to_null=True)
+        return pl.Series(f.name, m.ravel()[flat].astype(np_t, copy=False), nan_to_null=True)
 
     # numpy releases the GIL in sorts and indexing: rank the columns on all cores
     with ThreadPoolExecutor(max_workers=max(1, min(len(feats), os.cpu_count() or 1))) as pool:
@@ -441,16 +453,83 @@ def _symbol_batches(px: pl.DataFrame, batch_rows: int) -> list[pl.DataFrame]:
     return [px.slice(a, b - a) for a, b in cuts]
 
 
-def _symbol_plan(px: pl.DataFrame, mkt: pl.DataFrame, sec: pl.DataFrame | None, w: _W, has_volume: bool,
-                 symbol: list[_Feat], market: list[_Feat], out_t: type[pl.DataType], ranked: set[str]) -> pl.LazyFrame:
-    """The lazy plan of one batch of symbols: symbol, date, sector + symbol and market features, rounded to
-    ``out_t`` except the ``ranked`` columns (float64 until the cross-sectional ranks have read them)."""
-    lf = (px.lazy().join(mkt.lazy(), on="date", how="left", maintain_order="left")
+def _ewm_by_symbol(x: np.ndarray, bounds: np.ndarray, alpha: float, min_samples: int) -> np.ndarray:
+    """Exponential mean without bias adjustment, per symbol (rows ``bounds[k]:bounds[k+1]``): ``y = x`` at the
+    symbol's first non-NaN value, then ``y_t = alpha * x_t + (1 - alpha) * y_{t-1}``; NaN before the
+    ``min_samples``-th value. A symbol's leading NaN are skipped; the series this runs on have none after.
+
+    One ``scipy.signal.lfilter`` call per symbol (the recursion runs in C), so a symbol's values depend on its
+    own rows only, whatever else is in the batch."""
+    out = np.full(len(x), np.nan)
+    b, a = np.array([alpha]), np.array([1.0, alpha - 1.0])
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        ok = np.flatnonzero(~np.isnan(x[lo:hi]))
+        if not ok.size:
+            continue
+        f = lo + int(ok[0])
+        if ok.size != hi - f:
+            raise FeatureError(f"features: an exponential mean's input has a gap after its first value "
+                               f"(rows {f}..{hi - 1} of the sorted prices)")
+        y = np.empty(hi - f)
+        y[0] = x[f]
+        if hi - f > 1:
+            y[1:] = lfilter(b, a, x[f + 1:hi], zi=np.array([(1.0 - alpha) * x[f]]))[0]
+        y[:min_samples - 1] = np.nan
+        out[f:hi] = y
+    return out
+
+
+def _exp_means(px: pl.DataFrame, w: _W) -> pl.DataFrame:
+    """The per-symbol exponential means, aligned with ``px`` (sorted by symbol, date): MACD line ``_macd``
+    (EMA fast - EMA slow of the close, both from the slow window's row on) and signal ``_macd_sig``, and RSI's
+    Wilder-smoothed up and down moves of the close ``_up_n``/``_dn_n``. In numpy/scipy, in the background
+    while polars runs the base plans: polars' per-symbol ``ewm_mean`` cost several times as much CPU."""
+    fast, slow, signal = w.macd
+    c = px.get_column("close").to_numpy()
+    sym = px.get_column("symbol")
+    starts = np.flatnonzero((sym != sym.shift(1)).fill_null(True).to_numpy())
+    bounds = np.r_[starts, len(c)]
+    macd = _ewm_by_symbol(c, bounds, 2.0 / (fast + 1), slow) - _ewm_by_symbol(c, bounds, 2.0 / (slow + 1), slow)
+    cols = {"_macd": macd, "_macd_sig": _ewm_by_symbol(macd, bounds, 2.0 / (signal + 1), signal)}
+    d = np.empty_like(c)
+    d[1:] = c[1:] - c[:-1]
+    d[starts] = np.nan  # a symbol's first row has no move
+    up, dn = np.maximum(d, 0.0), np.maximum(-d, 0.0)  # NaN stays NaN
+    for n in w.rsi:
+        cols[f"_up_{n}"] = _ewm_by_symbol(up, bounds, 1.0 / n, n)
+        cols[f"_dn_{n}"] = _ewm_by_symbol(dn, bounds, 1.0 / n, n)
+    return pl.DataFrame([pl.Series(k, v, nan_to_null=True) for k, v in cols.items()])
+
+
+def _row_in_symbol(sym: pl.Series) -> pl.Series:
+    """``_i``: each row's 0-based position within its symbol (``sym`` sorted, symbols contiguous)."""
+    n = sym.len()
+    starts = np.flatnonzero((sym != sym.shift(1)).fill_null(True).to_numpy())
+    first = np.repeat(starts, np.diff(np.r_[starts, n]))
+    return pl.Series("_i", np.arange(n, dtype=np.int64) - first)
+
+
+def _base_plan(px: pl.DataFrame, w: _W, sources: list[_Feat]) -> pl.LazyFrame:
+    """The first plan of one batch of symbols: its price columns, row-in-symbol ``_i``, ``_base_stages`` and
+    the ``sources`` features (those the cross-sectional ranks read), all float64."""
+    lf = (px.with_columns(_row_in_symbol(px.get_column("symbol"))).lazy()
           .with_columns(pl.col("symbol").set_sorted()))  # lets the per-symbol windows use sorted groups
+    for stage in _base_stages(w):
+        lf = lf.with_columns(stage)
+    return lf.with_columns(f.expr.alias(f.name) for f in sources)
+
+
+def _symbol_plan(base: pl.DataFrame, mkt: pl.DataFrame, sec: pl.DataFrame | None, w: _W, has_volume: bool,
+                 symbol: list[_Feat], market: list[_Feat], out_t: type[pl.DataType], done: set[str]) -> pl.LazyFrame:
+    """The second plan of one batch: from its ``_base_plan`` frame (which holds the ``done`` features) to symbol,
+    date, sector + every symbol and market feature, rounded to ``out_t``."""
+    lf = (base.lazy().join(mkt.lazy(), on="date", how="left", maintain_order="left")
+          .with_columns(pl.col("symbol").set_sorted()))
     for stage in _temp_stages(w, has_volume):
         lf = lf.with_columns(stage)
-    lf = lf.with_columns(*[f.expr.alias(f.name) for f in symbol if not f.name.startswith("f_rs_")])
-    lf = lf.with_columns(*[f.expr.alias(f.name) for f in symbol if f.name.startswith("f_rs_")])
+    todo = [f for f in symbol if f.name not in done]
+    lf = lf.with_columns(*[f.expr.alias(f.name) for f in todo if not f.name.startswith("f_rs_")])
+    lf = lf.with_columns(*[f.expr.alias(f.name) for f in todo if f.name.startswith("f_rs_")])
     if sec is not None:
         lf = lf.join(sec.lazy(), on="symbol", how="left", maintain_order="left")
     else:
@@ -459,9 +538,8 @@ def _symbol_plan(px: pl.DataFrame, mkt: pl.DataFrame, sec: pl.DataFrame | None, 
 
     # rounded inside the plan (the float64 frame never exists whole); NaN/inf are nulled afterwards, only in the
     # columns that hold any (``_null_non_finite``): a guard on every column here cost more than the features
-    return lf.select("symbol", "date", "sector",
-                     *[pl.col(f.name).cast(pl.Float64 if f.name in ranked else out_t) for f in symbol],
-                     *[pl.col(f.name).cast(pl.Float64 if f.name in ranked else out_t) for f in market])
+    return lf.select("symbol", "date", "sector", *[pl.col(f.name).cast(out_t) for f in symbol],
+                     *[pl.col(f.name).cast(out_t) for f in market])
 
 
 def _null_non_finite(df: pl.DataFrame, cols: list[str]) -> pl.DataFrame:
@@ -487,7 +565,20 @@ def build_features(prices: pl.DataFrame, market_context: pl.DataFrame, sectors: 
     w = _all_windows(fspec)
     has_volume = "volume" in prices.columns
     market, symbol, xs = _ordered(w, has_volume)
-    mkt = _market_frame(market_context, w, market)
+    background = ThreadPoolExecutor(max_workers=1)  # overlaps numpy/polars work the main thread does not need yet
+    try:
+        return _build(prices, market_context, sectors, fspec, w, has_volume, (market, symbol, xs), background)
+    finally:
+        background.shutdown(wait=True, cancel_futures=True)
+
+
+def _build(prices: pl.DataFrame, market_context: pl.DataFrame, sectors: pl.DataFrame | None, fspec: FeatureSpec,
+           w: _W, has_volume: bool, defs: tuple[list[_Feat], list[_Feat], list[_Feat]],
+           background: ThreadPoolExecutor) -> pl.DataFrame:
+    """``build_features`` after the input checks. ``background`` runs the market frame while the base plans
+    run, and the cross-sectional ranks (numpy, which releases the GIL) while polars computes the rest."""
+    market, symbol, xs = defs
+    mkt_job = background.submit(_market_frame, market_context, w, market)
 
     cols = [pl.col("symbol").cast(pl.Utf8), "date", pl.col("close").cast(pl.Float64)]
     if has_volume:
@@ -499,24 +590,32 @@ def build_features(prices: pl.DataFrame, market_context: pl.DataFrame, sectors: 
         sec = sectors.select(pl.col("symbol").cast(pl.Utf8), pl.col("sector").cast(pl.Utf8))
     out_t = storage_dtype(fspec)
     ranked = {f.expr.meta.output_name() for f in xs}
+    sources = [f for f in symbol if f.name in ranked]
     # whole symbols per batch: each batch's float64 intermediates (~2x the output's width) exist only while
     # that batch is computed; the per-symbol values do not depend on the batching
-    parts = [_collect(_symbol_plan(batch, mkt, sec, w, has_volume, symbol, market, out_t, ranked))
-             for batch in _symbol_batches(px, fspec.batch_rows)]
+    ewm_job = background.submit(_exp_means, px, w)
+    batches = _symbol_batches(px, fspec.batch_rows)
+    bases = [_collect(_base_plan(batch, w, sources)) for batch in batches]
     del px
+    ewm = ewm_job.result()
+    offsets = np.cumsum([0] + [b.height for b in batches]).tolist()
+    bases = [b.hstack(ewm.slice(o, b.height).get_columns()) for b, o in zip(bases, offsets)]
+    del batches, ewm
+    # the ranks read only the float64 sources of the base plans: they run while the rest is computed
+    xs_in = pl.concat([b.select("symbol", "date", *ranked) for b in bases], how="vertical", rechunk=False)
+    mkt = mkt_job.result()
+    ranks_job = background.submit(_xs_ranks, xs_in, xs, out_t)
+    del xs_in
+    parts = []
+    while bases:  # each base frame is released once its batch is computed
+        parts.append(_collect(_symbol_plan(bases.pop(0), mkt, sec, w, has_volume, symbol, market, out_t, ranked)))
     out = parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical", rechunk=False)
     n_parts = len(parts)
     del parts  # before the rechunk: the batch frames must not keep the old chunks alive
     if n_parts > 1:  # one contiguous chunk per column, one column copied at a time (not a second frame)
         for i, c in enumerate(out.columns):
             out.replace_column(i, out.get_column(c).rechunk())
-    out = out.hstack(_xs_ranks(out, xs))
-    if out_t != pl.Float64:
-        # cast in one select (in parallel), swapped in column by column: a with_columns here copied the whole
-        # frame once more (measured at 500 symbols). Ranks and the ranked columns are bounded.
-        late = [c for c in [*ranked, *(f.name for f in xs)] if c in out.columns]
-        for col in out.select(pl.col(late).cast(out_t)).get_columns():
-            out.replace_column(out.get_column_index(col.name), col)
+    out = out.hstack(ranks_job.result())
     # symbol columns that can be NaN/inf (divisions), or overflow float32; market columns were guarded on the
     # market frame in float64 and can only overflow
     check = [f.name for f in symbol if not f.finite or (out_t != pl.Float64 and not f.bounded)]
