@@ -102,7 +102,7 @@ def watchdog(rec: Recorder, limit_mib: float, interval: float = 0.1) -> None:
 
 def run_one(n_symbols: int, years: float, spec_path: str | None, lightgbm: bool, out: Path,
             max_rss_mib: float) -> int:
-    import regime_assets  # noqa: F401  first, as in the pipeline: its allocator settings apply before polars loads
+    import regime_assets  # noqa: F401  first, as in the pipeline (its environment defaults apply)
     import polars as pl
 
     from regime_assets.core import archive as archive_core

@@ -20,6 +20,13 @@ Storage: every value is computed in float64 and rounded once to ``features.dtype
 end; symbols are computed in batches of whole symbols (``features.batch_rows``), which bounds the float64
 intermediates and changes no value.
 
+How (performance only; no value depends on it): per batch, a first polars plan computes what the ranks read
+(returns, vols, drawdowns), a second one the rest. A background thread computes the market frame, the
+exponential means (MACD, RSI: ``scipy.signal.lfilter`` per symbol) while polars runs, and the cross-sectional
+ranks (numpy) while the last batch's second plan runs. Shifts and rolling max/min run on the whole column and
+are nulled in each symbol's first rows (exact: they read only the window's rows); rolling sums and exponential
+means run per symbol, so a symbol's values depend on its own rows only.
+
 A value at date t uses rows up to t only. Warm-up rows (fewer rows than the window needs) are null and kept;
 so are values from a division by zero (no NaN or inf is ever returned). Market features (index, VIX) are
 computed on the market-context series and joined by date; symbol rows on dates the market context lacks get
@@ -593,29 +600,33 @@ def _build(prices: pl.DataFrame, market_context: pl.DataFrame, sectors: pl.DataF
     sources = [f for f in symbol if f.name in ranked]
     # whole symbols per batch: each batch's float64 intermediates (~2x the output's width) exist only while
     # that batch is computed; the per-symbol values do not depend on the batching
-    ewm_job = background.submit(_exp_means, px, w)
     batches = _symbol_batches(px, fspec.batch_rows)
-    bases = [_collect(_base_plan(batch, w, sources)) for batch in batches]
     del px
-    ewm = ewm_job.result()
-    offsets = np.cumsum([0] + [b.height for b in batches]).tolist()
-    bases = [b.hstack(ewm.slice(o, b.height).get_columns()) for b, o in zip(bases, offsets)]
-    del batches, ewm
-    # the ranks read only the float64 sources of the base plans: they run while the rest is computed
-    xs_in = pl.concat([b.select("symbol", "date", *ranked) for b in bases], how="vertical", rechunk=False)
-    mkt = mkt_job.result()
-    ranks_job = background.submit(_xs_ranks, xs_in, xs, out_t)
-    del xs_in
+    sources_parts: list[pl.DataFrame] = []
     parts = []
-    while bases:  # each base frame is released once its batch is computed
-        parts.append(_collect(_symbol_plan(bases.pop(0), mkt, sec, w, has_volume, symbol, market, out_t, ranked)))
+    ranks_job = None
+    for k in range(len(batches)):
+        batch = batches[k]
+        ewm_job = background.submit(_exp_means, batch, w)  # numpy, while polars runs the base plan
+        base = _collect(_base_plan(batch, w, sources))
+        sources_parts.append(base.select("symbol", "date", *ranked))
+        base = base.hstack(ewm_job.result().get_columns())
+        if k == len(batches) - 1:
+            # every symbol's ranked sources are there: the ranks run while polars computes the last batch
+            ranks_job = background.submit(_xs_ranks, pl.concat(sources_parts, how="vertical", rechunk=False),
+                                          xs, out_t)
+            sources_parts = []
+        parts.append(_collect(_symbol_plan(base, mkt_job.result(), sec, w, has_volume, symbol, market, out_t,
+                                           ranked)))
+        del base, batch
+        batches[k] = None  # released with its batch
     out = parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical", rechunk=False)
     n_parts = len(parts)
     del parts  # before the rechunk: the batch frames must not keep the old chunks alive
     if n_parts > 1:  # one contiguous chunk per column, one column copied at a time (not a second frame)
         for i, c in enumerate(out.columns):
             out.replace_column(i, out.get_column(c).rechunk())
-    out = out.hstack(ranks_job.result())
+    out = out.hstack(ranks_job.result() if ranks_job is not None else [])
     # symbol columns that can be NaN/inf (divisions), or overflow float32; market columns were guarded on the
     # market frame in float64 and can only overflow
     check = [f.name for f in symbol if not f.finite or (out_t != pl.Float64 and not f.bounded)]
