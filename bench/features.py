@@ -130,11 +130,14 @@ def best_of_alternating(fns: list, repeat: int) -> list[tuple[float, float, obje
     implementation that slot every time (``cold_call`` measures it on purpose)."""
     k = len(fns)
     orders = list(itertools.permutations(range(k)))
-    runs: list[list[tuple[float, float, object]]] = [[] for _ in fns]
+    times: list[list[tuple[float, float]]] = [[] for _ in fns]
+    last: list[object] = [None] * k
     for r in range(repeat):
         for i in orders[r % len(orders)]:
-            runs[i].append(best_of(fns[i], 1))
-    return [(min(x[0] for x in mine), min(x[1] for x in mine), mine[-1][2]) for mine in runs]
+            last[i] = None  # only the newest result is kept: piling up every run's frame would grow the process
+            wall, cpu, last[i] = best_of(fns[i], 1)
+            times[i].append((wall, cpu))
+    return [(min(t[0] for t in ts), min(t[1] for t in ts), out) for ts, out in zip(times, last)]
 
 
 def cold_call(fn, pause_s: float = 2.0) -> tuple[float, float]:

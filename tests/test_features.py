@@ -386,3 +386,70 @@ def test_symbol_batches_do_not_change_values(data, batch_rows):
     assert build_features(px, ctx, SECTORS, spec).equals(f64)
     f32 = build_features(px, ctx, SECTORS, FeatureSpec(batch_rows=batch_rows))
     assert f32.equals(build_features(px, ctx, SECTORS, FeatureSpec()))
+
+
+# ------------------------------------------------------------------------------------ how they are computed
+
+
+def test_whole_column_windows_equal_per_symbol_windows(data):
+    """Shifts and rolling max/min run on the whole column, nulled in each symbol's first rows: value for value
+    what the per-symbol computation gives (symbols start at different rows here)."""
+    from regime_assets.core.features import _from_row, _row_in_symbol
+
+    px, _, _ = data
+    px = px.sort("symbol", "date")
+    px = px.with_columns(_row_in_symbol(px.get_column("symbol")))
+    c = pl.col("close")
+    for n in (1, 5, 63, 252):
+        pairs = [((c / c.shift(n)).log(), n), (c.rolling_max(n, min_samples=n), n - 1),
+                 (c.rolling_min(n, min_samples=n), n - 1), (c.diff(), 1)]
+        for e, k in pairs:
+            got = px.select(_from_row(k, e).alias("x")).get_column("x")
+            want = px.select(e.over("symbol").alias("x")).get_column("x")
+            assert got.equals(want), (n, k)
+            assert got.null_count() >= k * px.get_column("symbol").n_unique()
+
+
+def test_exponential_means_match_polars_per_symbol():
+    from regime_assets.core.features import _ewm_by_symbol
+
+    rng = np.random.default_rng(5)
+    sizes = [1, 3, 40, 400]
+    x = np.concatenate([100 + np.cumsum(rng.normal(0, 1, n)) for n in sizes])
+    x[0] = np.nan  # a symbol with nothing
+    x[1] = np.nan  # leading NaN are skipped
+    bounds = np.cumsum([0, *sizes])
+    sym = np.repeat(np.arange(len(sizes)), sizes)
+    frame = pl.DataFrame({"s": sym, "x": x}).with_columns(pl.col("x").fill_nan(None))
+    for alpha, min_samples in ((0.1, 1), (2 / 13, 26), (1 / 14, 14), (0.5, 3)):
+        got = _ewm_by_symbol(x, bounds, alpha, min_samples)
+        want = frame.select(pl.col("x").ewm_mean(alpha=alpha, adjust=False, min_samples=min_samples).over("s"))
+        want = want.get_column("x").fill_null(np.nan).to_numpy()
+        assert np.array_equal(np.isnan(got), np.isnan(want))
+        ok = ~np.isnan(want)
+        assert ok.sum() > 300
+        np.testing.assert_allclose(got[ok], want[ok], rtol=1e-12)
+    # each symbol alone gives the same values (no state crosses a symbol boundary)
+    alone = _ewm_by_symbol(x[bounds[3]:], np.array([0, sizes[3]]), 0.1, 5)
+    assert np.array_equal(alone, _ewm_by_symbol(x, bounds, 0.1, 5)[bounds[3]:], equal_nan=True)
+
+
+def test_exponential_mean_rejects_a_gap():
+    from regime_assets.core.features import _ewm_by_symbol
+
+    x = np.array([1.0, 2.0, np.nan, 4.0])
+    with pytest.raises(FeatureError, match="gap"):
+        _ewm_by_symbol(x, np.array([0, 4]), 0.5, 1)
+
+
+def test_background_errors_reach_the_caller(data, monkeypatch):
+    import regime_assets.core.features as features_module
+
+    px, ctx, _ = data
+
+    def broken(*args, **kwargs):
+        raise FeatureError("features: ranks failed on purpose")
+
+    monkeypatch.setattr(features_module, "_xs_ranks", broken)
+    with pytest.raises(FeatureError, match="on purpose"):
+        build_features(px, ctx, SECTORS, FS)
