@@ -110,7 +110,11 @@ def test_cli_homes_use_the_pool_safe_storage_and_old_default_configs_are_upgrade
     from regime_assets import cli
 
     for var in ("DAGSTER_HOME", "REGIME_ASSETS_HOME", "REGIME_ASSETS_SPEC"):
-        monkeypatch.delenv(var, raising=False)
+        # prepare_environment sets them in os.environ: set-then-delete records them, so they are restored after
+        # the test (a bare delenv of an unset variable records nothing, and the last home leaked into later
+        # tests' subprocesses)
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
     fresh, old, edited = tmp_path / "fresh", tmp_path / "old", tmp_path / "edited"
     (old / "dagster").mkdir(parents=True)
     (old / "dagster" / "dagster.yaml").write_text(cli._OLD_INSTANCE_YAMLS[0])
