@@ -13,7 +13,22 @@ SMALL_SPEC = ROOT / "regime_assets" / "specs" / "synthetic_small.yaml"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch, tmp_path_factory):
+def _no_leaked_dagster_home():
+    """A test that leaves DAGSTER_HOME set (the CLI sets it in os.environ for its children) fails: every later
+    test's subprocess would inherit that home and write its Dagster events there."""
+    before = os.environ.get("DAGSTER_HOME")
+    yield
+    after = os.environ.get("DAGSTER_HOME")
+    if after != before:
+        if before is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = before
+        pytest.fail(f"the test left DAGSTER_HOME={after!r} (was {before!r})")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(_no_leaked_dagster_home, monkeypatch, tmp_path_factory):
     """No test reads the developer's home or spec by accident."""
     monkeypatch.delenv("REGIME_ASSETS_SPEC", raising=False)
     monkeypatch.setenv("REGIME_ASSETS_HOME", str(tmp_path_factory.mktemp("default_home")))

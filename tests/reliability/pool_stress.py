@@ -59,6 +59,18 @@ def worker(home: str, wid: int, cycles: int, start, out) -> None:
 
 
 def main(home: str, workers: int, cycles: int, plain: bool) -> dict:
+    """Run the stress; the caller's DAGSTER_HOME is as it was afterwards (tests call this in-process)."""
+    before = os.environ.get("DAGSTER_HOME")
+    try:
+        return _stress(home, workers, cycles, plain)
+    finally:
+        if before is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = before
+
+
+def _stress(home: str, workers: int, cycles: int, plain: bool) -> dict:
     from regime_assets.cli import instance_yaml
 
     os.makedirs(home, exist_ok=True)
