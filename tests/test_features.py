@@ -394,11 +394,11 @@ def test_symbol_batches_do_not_change_values(data, batch_rows):
 def test_whole_column_windows_equal_per_symbol_windows(data):
     """Shifts and rolling max/min run on the whole column, nulled in each symbol's first rows: value for value
     what the per-symbol computation gives (symbols start at different rows here)."""
-    from regime_assets.core.features import _from_row, _row_in_symbol
+    from regime_assets.core.features import _from_row, _row_in_symbol, _symbol_starts
 
     px, _, _ = data
     px = px.sort("symbol", "date")
-    px = px.with_columns(_row_in_symbol(px.get_column("symbol")))
+    px = px.with_columns(_row_in_symbol(_symbol_starts(px.get_column("symbol")), px.height))
     c = pl.col("close")
     for n in (1, 5, 63, 252):
         pairs = [((c / c.shift(n)).log(), n), (c.rolling_max(n, min_samples=n), n - 1),

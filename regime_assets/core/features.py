@@ -444,13 +444,17 @@ def storage_dtype(fspec: FeatureSpec) -> type[pl.DataType]:
     return pl.Float32 if fspec.dtype == "float32" else pl.Float64
 
 
+def _symbol_starts(sym: pl.Series) -> np.ndarray:
+    """Row numbers where a symbol starts (``sym`` sorted, symbols contiguous)."""
+    return np.flatnonzero((sym != sym.shift(1)).fill_null(True).to_numpy())
+
+
 def _symbol_batches(px: pl.DataFrame, batch_rows: int) -> list[pl.DataFrame]:
     """``px`` (sorted by symbol, date) cut into zero-copy slices of whole symbols: a batch closes at the first
     symbol start at or past ``batch_rows`` rows (one loop step per symbol, not per row)."""
     if px.height <= batch_rows:
         return [px]
-    sym = px.get_column("symbol")
-    starts = np.flatnonzero((sym != sym.shift(1)).fill_null(True).to_numpy())
+    starts = _symbol_starts(px.get_column("symbol"))
     cuts, first = [], 0
     for s in starts[1:].tolist():
         if s - first >= batch_rows:
@@ -486,15 +490,14 @@ def _ewm_by_symbol(x: np.ndarray, bounds: np.ndarray, alpha: float, min_samples:
     return out
 
 
-def _exp_means(px: pl.DataFrame, w: _W) -> pl.DataFrame:
+def _exp_means(px: pl.DataFrame, starts: np.ndarray, w: _W) -> pl.DataFrame:
     """The per-symbol exponential means, aligned with ``px`` (sorted by symbol, date): MACD line ``_macd``
     (EMA fast - EMA slow of the close, both from the slow window's row on) and signal ``_macd_sig``, and RSI's
     Wilder-smoothed up and down moves of the close ``_up_n``/``_dn_n``. In numpy/scipy, in the background
-    while polars runs the base plans: polars' per-symbol ``ewm_mean`` cost several times as much CPU."""
+    while polars runs the base plans: polars' per-symbol ``ewm_mean`` cost several times as much CPU.
+    ``starts``: ``_symbol_starts`` of ``px``."""
     fast, slow, signal = w.macd
     c = px.get_column("close").to_numpy()
-    sym = px.get_column("symbol")
-    starts = np.flatnonzero((sym != sym.shift(1)).fill_null(True).to_numpy())
     bounds = np.r_[starts, len(c)]
     macd = _ewm_by_symbol(c, bounds, 2.0 / (fast + 1), slow) - _ewm_by_symbol(c, bounds, 2.0 / (slow + 1), slow)
     cols = {"_macd": macd, "_macd_sig": _ewm_by_symbol(macd, bounds, 2.0 / (signal + 1), signal)}
@@ -508,18 +511,16 @@ def _exp_means(px: pl.DataFrame, w: _W) -> pl.DataFrame:
     return pl.DataFrame([pl.Series(k, v, nan_to_null=True) for k, v in cols.items()])
 
 
-def _row_in_symbol(sym: pl.Series) -> pl.Series:
-    """``_i``: each row's 0-based position within its symbol (``sym`` sorted, symbols contiguous)."""
-    n = sym.len()
-    starts = np.flatnonzero((sym != sym.shift(1)).fill_null(True).to_numpy())
+def _row_in_symbol(starts: np.ndarray, n: int) -> pl.Series:
+    """``_i``: each of ``n`` rows' 0-based position within its symbol (``starts``: ``_symbol_starts``)."""
     first = np.repeat(starts, np.diff(np.r_[starts, n]))
     return pl.Series("_i", np.arange(n, dtype=np.int64) - first)
 
 
-def _base_plan(px: pl.DataFrame, w: _W, sources: list[_Feat]) -> pl.LazyFrame:
+def _base_plan(px: pl.DataFrame, starts: np.ndarray, w: _W, sources: list[_Feat]) -> pl.LazyFrame:
     """The first plan of one batch of symbols: its price columns, row-in-symbol ``_i``, ``_base_stages`` and
     the ``sources`` features (those the cross-sectional ranks read), all float64."""
-    lf = (px.with_columns(_row_in_symbol(px.get_column("symbol"))).lazy()
+    lf = (px.with_columns(_row_in_symbol(starts, px.height)).lazy()
           .with_columns(pl.col("symbol").set_sorted()))  # lets the per-symbol windows use sorted groups
     for stage in _base_stages(w):
         lf = lf.with_columns(stage)
@@ -607,8 +608,9 @@ def _build(prices: pl.DataFrame, market_context: pl.DataFrame, sectors: pl.DataF
     ranks_job = None
     for k in range(len(batches)):
         batch = batches[k]
-        ewm_job = background.submit(_exp_means, batch, w)  # numpy, while polars runs the base plan
-        base = _collect(_base_plan(batch, w, sources))
+        starts = _symbol_starts(batch.get_column("symbol"))
+        ewm_job = background.submit(_exp_means, batch, starts, w)  # numpy, while polars runs the base plan
+        base = _collect(_base_plan(batch, starts, w, sources))
         sources_parts.append(base.select("symbol", "date", *ranked))
         base = base.hstack(ewm_job.result().get_columns())
         if k == len(batches) - 1:
