@@ -187,11 +187,12 @@ class MetaLearner:
 
 def fit_meta(oof_by_model: dict[str, pl.DataFrame], mspec: MetaSpec,
              models: dict[str, FittedModel] | None = None, calibration: CalibrationSpec | None = None,
-             ) -> MetaLearner:
+             prior: np.ndarray | None = None) -> MetaLearner:
     """Fit the meta-learner on the models' OOF predictions (``models`` optional, for ``predict_proba(df)``).
 
     With ``mspec.use_sample_weights`` and a ``weight`` column in the OOF frames the fit is weighted; with an
-    enabled ``calibration`` the ensemble's OOF output is calibrated on the same rows (unweighted)."""
+    enabled ``calibration`` (and ``calibration.ensemble``) the ensemble's OOF output is calibrated on the same rows
+    (unweighted), its bias anchored to ``prior`` (default: the base models' ``window_prior``)."""
     names, y, probs, w, rows = align_oof_rows(oof_by_model)
     if not getattr(mspec, "use_sample_weights", False):
         w = None
@@ -213,11 +214,15 @@ def fit_meta(oof_by_model: dict[str, pl.DataFrame], mspec: MetaSpec,
         learner = MetaLearner("stacking", names, weights, scores, mspec.weight_metric, stacker=stacker,
                               stacker_classes=stacker.classes_.astype(np.int64), n_oof=y.size)
     learner.weighted_fit = w is not None
-    if calibration is not None and calibration.enabled and calibration.method != "none":
+    if calibration is not None and calibration.enabled and calibration.method != "none" and \
+            getattr(calibration, "ensemble", True):
         raw_oof = learner.raw_proba_from(probs)
         dates = rows["date"].to_physical().to_numpy() if "date" in rows.columns else None
+        if prior is None and getattr(calibration, "anchor", "none") == "window" and models:
+            prior = next((np.asarray(m.calibration_report["window_prior"]) for m in models.values()
+                          if (getattr(m, "calibration_report", None) or {}).get("window_prior")), None)
         learner.calibrator = fit_calibrator_honest(raw_oof, y, dates, calibration.method, calibration.l2,
-                                                   calibration.min_rows)
+                                                   calibration.min_rows, prior)
         learner.calibration_report = {"method": learner.calibrator.method, "requested": calibration.method,
                                       **learner.calibrator.report}
     if models is not None:

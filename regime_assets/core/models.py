@@ -414,6 +414,8 @@ def fit_with_oof(mspec: ModelSpec, train: pl.DataFrame, weights: np.ndarray | No
         if c not in natural.columns:
             raise ModelError(f"model {mspec.name}: natural calibration rows have no '{c}' column")
     natural = _with_row_id(natural.filter(pl.col("label").is_not_null()))
+    codes = encode_labels(natural["label"], f"model {mspec.name} natural labels")
+    window_prior = np.bincount(codes, minlength=len(CLASSES)) / max(codes.size, 1)
     frac = (calibration.holdout_fraction if calibration is not None and calibration.holdout_fraction
             else inner_holdout_fraction)
     purge_start, hold_start = holdout_cut(natural["date"], frac, horizon)
@@ -432,7 +434,9 @@ def fit_with_oof(mspec: ModelSpec, train: pl.DataFrame, weights: np.ndarray | No
     cal = None
     if method != "none":
         cspec = calibration
-        cal = fit_calibrator_honest(raw, y, hold["date"].to_physical().to_numpy(), method, cspec.l2, cspec.min_rows)
+        prior = window_prior if getattr(cspec, "anchor", "none") == "window" else None
+        cal = fit_calibrator_honest(raw, y, hold["date"].to_physical().to_numpy(), method, cspec.l2, cspec.min_rows,
+                                    prior)
     proba = cal.transform(raw) if cal is not None else raw
     oof = oof_frame(hold, proba).with_columns(pl.Series("weight", natural_weights(hold, wspec), dtype=pl.Float64))
     oof = _add_raw(oof, raw)
@@ -441,6 +445,7 @@ def fit_with_oof(mspec: ModelSpec, train: pl.DataFrame, weights: np.ndarray | No
     final.calibration_report = {
         "method": method if cal is None else cal.method, "requested": method,
         "holdout_start": str(hold_start), "purge_start": str(purge_start), "inner_rows": int(fit_mask.sum()),
+        "window_prior": np.round(window_prior, 6).tolist(),
         **({} if cal is None else cal.report)}
     return final, oof
 
