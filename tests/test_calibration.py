@@ -118,3 +118,47 @@ def test_reliability_table_reports_every_bin_and_finds_miscalibration():
     empty = cal.reliability_table(np.array([0, 1]), np.array([[0.9, 0.05, 0.05], [0.9, 0.05, 0.05]]), 5)
     assert empty.filter(pl.col("n") == 0).height > 0
     assert empty.filter(pl.col("n") == 0)["observed"].null_count() == empty.filter(pl.col("n") == 0).height
+
+
+def test_bias_anchored_to_the_window_frequencies():
+    """The holdout months' class mix differs from the window's: the anchored map averages the window's mix."""
+    rng = np.random.default_rng(8)
+    p = rng.dirichlet(np.ones(3) * 3, size=3_000)
+    y = np.array([rng.choice(3, p=row) for row in p])
+    window = np.array([0.25, 0.45, 0.30])
+    free = cal.fit_calibrator(p, y, "vector", min_rows=100)
+    anchored = cal.fit_calibrator(p, y, "vector", min_rows=100, prior=window)
+    assert np.allclose(anchored.transform(p).mean(axis=0), window, atol=1e-4)
+    assert not np.allclose(free.transform(p).mean(axis=0), window, atol=1e-2)
+    assert np.allclose(anchored.W, free.W)  # the scales are kept, only the bias moves
+    assert "anchored" in anchored.report["status"]
+
+
+def test_meta_learner_weighted_fit_and_optional_ensemble_map():
+    from regime_assets.core.ensemble import fit_meta, meta_oof
+    from regime_assets.spec import MetaSpec
+
+    window = _natural(8_000, seed=9)
+    balanced = _oversampled(window, seed=10)
+    cspec = CalibrationSpec(min_rows=100)
+    fits = {}
+    for name, C in (("a", 1.0), ("b", 0.01)):
+        ms = LOGREG.model_copy(update={"name": name, "params": {"C": C}})
+        fits[name] = fit_with_oof(ms, balanced, None, ["f_a", "f_b"], 0.3, 5, natural=window, calibration=cspec)
+    oofs = {n: o.with_columns(pl.Series("weight", np.where(o["label"] == "buy", 5.0, 1.0)))
+            for n, (_, o) in fits.items()}
+    models = {n: f for n, (f, _) in fits.items()}
+    for method in ("weighted", "stacking"):
+        plain = fit_meta(oofs, MetaSpec(method=method, weight_metric="log_loss", use_sample_weights=False),
+                         models=models, calibration=cspec)
+        heavy = fit_meta(oofs, MetaSpec(method=method, weight_metric="log_loss"), models=models,
+                         calibration=cspec)
+        assert heavy.weighted_fit and not plain.weighted_fit
+        assert not np.allclose(heavy.oof_metric, plain.oof_metric)  # weighted OOF scores differ
+        assert plain.calibrator is None and plain.calibration_report["method"] == "inputs"
+    both = fit_meta(oofs, MetaSpec(), models=models, calibration=cspec.model_copy(update={"ensemble": True}))
+    assert both.calibrator is not None and both.calibration_report["anchored_to"]
+    test = _natural(3_000, seed=11, start=dt.date(2016, 1, 1))
+    assert np.allclose(both.predict_proba(test).sum(axis=1), 1.0)
+    frame = meta_oof(both, oofs)
+    assert {"p_buy", "raw_p_buy", "weight"} <= set(frame.columns) and frame.height == oofs["a"].height

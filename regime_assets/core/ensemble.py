@@ -225,6 +225,9 @@ def fit_meta(oof_by_model: dict[str, pl.DataFrame], mspec: MetaSpec,
                                                    calibration.min_rows, prior)
         learner.calibration_report = {"method": learner.calibrator.method, "requested": calibration.method,
                                       **learner.calibrator.report}
+    elif calibration is not None and calibration.enabled and calibration.method != "none":
+        learner.calibration_report = {"method": "inputs", "requested": calibration.method,
+                                      "status": "base models calibrated; no second map (calibration.ensemble off)"}
     if models is not None:
         learner.attach(models)
     return learner
