@@ -73,6 +73,9 @@ def main() -> None:
             recs[m] = pl.DataFrame(conn.sql(f"select * from {m}").to_arrow_table())
     val = ts.filter((pl.col("split") == "validation") & pl.col("label").is_not_null()).sort("symbol", "date")
     train = ts.filter(pl.col("split") == "train").select("label", "regime")
+    win = ts.filter((pl.col("split") == "train") & (pl.col("source") == "window") & pl.col("label").is_not_null())
+    yw = encode_labels(win["label"])
+    window_prior = np.bincount(yw, minlength=3) / max(yw.size, 1)
     y = encode_labels(val["label"])
     prior = baseline_predictions(val.select("date", "regime", "label"), train)
     p_prior = prior.filter(pl.col("model") == "baseline_regime_prior").select(PROBA_COLUMNS).to_numpy()
@@ -107,8 +110,10 @@ def main() -> None:
           f"{out['meta_learner']['final']:.4f}")
 
     print("\ncalibration method (fitted on each model's OOF raw rows, validation log-loss)")
-    meths = ["none", "temperature", "vector", "matrix", "ovr_sigmoid", "ovr_isotonic"]
-    print(f"{'model':24s} " + " ".join(f"{x:>12s}" for x in meths))
+    meths = ["none", "temperature", "vector", "matrix", "ovr_sigmoid", "ovr_isotonic",
+             "temperature+anchor", "vector+anchor", "matrix+anchor"]
+    print(f"{'model':24s} " + " ".join(f"{x:>12s}" for x in [m.removesuffix('+anchor')[:6] + ('+a' if '+' in m else '')
+                                                          for m in meths]))
     for m, reg in models.items():
         if m == "meta_learner" or reg.oof is None or not set(RAW_COLUMNS) <= set(reg.oof.columns):
             continue
@@ -118,8 +123,9 @@ def main() -> None:
         r_val = base_raw[m.removeprefix("model_")]
         row = {}
         for k in meths:
-            if k in cal.METHODS:
-                c = cal.fit_calibrator(r_fit, y_fit, k, spec.calibration.l2, spec.calibration.min_rows)
+            if k.removesuffix("+anchor") in cal.METHODS:
+                c = cal.fit_calibrator(r_fit, y_fit, k.removesuffix("+anchor"), spec.calibration.l2,
+                                       spec.calibration.min_rows, window_prior if k.endswith("+anchor") else None)
                 row[k] = cal.log_loss(y, c.transform(r_val))
             else:
                 row[k] = cal.log_loss(y, _ovr(r_fit, y_fit, r_val, k.removeprefix("ovr_")))
@@ -131,19 +137,20 @@ def main() -> None:
 
     print("\nmeta-learner with / without the OOF rows' sample weights (validation)")
     oofs = {m.removeprefix("model_"): reg.oof for m, reg in models.items() if m != "meta_learner"}
-    for method in ("weighted", "stacking"):
+    for method, ens in (("weighted", False), ("stacking", False), ("weighted", True), ("stacking", True)):
         for use_w in (False, True):
             ms = spec.meta.model_copy(update={"method": method, "use_sample_weights": use_w})
-            learner = fit_meta(oofs, ms, calibration=spec.calibration)
+            cs = spec.calibration.model_copy(update={"ensemble": ens})
+            learner = fit_meta(oofs, ms, calibration=cs, prior=window_prior)
             p = learner.predict_proba_from(base_cal)
             pr = learner.raw_proba_from(base_cal)
             mm, mr = metrics(y, p), metrics(y, pr)
-            key = f"{method}_{'weighted' if use_w else 'unweighted'}"
+            key = f"{method}_{'weighted' if use_w else 'unweighted'}{'_ensemble_map' if ens else ''}"
             out["meta"][key] = {"log_loss": mm["log_loss"], "balanced_accuracy": mm["balanced_accuracy"],
                                 "log_loss_uncalibrated": mr["log_loss"],
                                 "balanced_accuracy_uncalibrated": mr["balanced_accuracy"],
                                 "weights": dict(zip(learner.models, learner.weights.round(4).tolist()))}
-            print(f"{key:22s} log-loss {mm['log_loss']:.4f} (before its calibration {mr['log_loss']:.4f}), "
+            print(f"{key:35s} log-loss {mm['log_loss']:.4f} (before its calibration {mr['log_loss']:.4f}), "
                   f"balanced accuracy {mm['balanced_accuracy']:.4f} ({mr['balanced_accuracy']:.4f})")
     _ = weighted_metrics
     if a.json:
