@@ -111,8 +111,8 @@ def model_card(info: dict[str, Any], evaluation: pl.DataFrame | None = None, mod
     lines += ["## Identity", "",
               f"- estimator: `{info.get('estimator', 'n/a')}`",
               f"- spec hash: `{info.get('spec_hash', 'n/a')}`; data hash: `{info.get('data_hash', 'n/a')}`",
-              f"- training window: {info.get('train_start', 'n/a')} .. {info.get('train_end', 'n/a')} "
-              f"({_f(info.get('rows'))} training rows)"]
+              f"- training rows: {info.get('train_start', 'n/a')} .. {info.get('train_end', 'n/a')} "
+              f"({_f(info.get('rows'))} rows: rolling window + archive events + replay buffer)"]
     if info.get("validation_start"):
         lines.append(f"- validation window: {info.get('validation_start')} .. {info.get('validation_end')}")
     if info.get("base_versions"):
@@ -126,10 +126,13 @@ def model_card(info: dict[str, Any], evaluation: pl.DataFrame | None = None, mod
     if cal:
         lines.append(f"- method: {cal.get('method', 'none')} (requested {cal.get('requested', cal.get('method'))}; "
                      f"{cal.get('status', '')})")
-        lines.append(f"- calibration rows: {_f(cal.get('rows'))} natural rows of the training window from "
-                     f"{cal.get('holdout_start', 'n/a')} (inner fit on rows before {cal.get('purge_start', 'n/a')})")
-        lines.append(f"- log-loss on them: before {_f(cal.get('log_loss_before'))}, after "
-                     f"{_f(cal.get('log_loss_after'))}, class prior {_f(cal.get('log_loss_prior'))}")
+        if cal.get("rows") is not None:
+            lines.append(f"- calibration rows: {_f(cal.get('rows'))} natural rows of the training window from "
+                         f"{cal.get('holdout_start', 'n/a')} (inner fit on rows before {cal.get('purge_start', 'n/a')})")
+            lines.append(f"- log-loss on them: before {_f(cal.get('log_loss_before'))}, after "
+                         f"{_f(cal.get('log_loss_after'))}, class prior {_f(cal.get('log_loss_prior'))}")
+        if cal.get("anchored_to"):
+            lines.append(f"- class bias anchored to the training window's class frequencies {cal['anchored_to']}")
         if cal.get("late_rows"):
             lines.append(f"- honest check (map fitted on the earlier half, scored on the later {cal['late_rows']} "
                          f"rows): before {_f(cal.get('late_log_loss_before'))}, after "
