@@ -48,10 +48,10 @@ def _tables(home: Path) -> set[str]:
         return {r[0] for r in conn.execute("select table_name from information_schema.tables").fetchall()}
 
 
-def _folder_spec(tmp_path: Path, folder: Path) -> Path:
+def _folder_spec(tmp_path: Path, folder: Path, extra: dict | None = None) -> Path:
     p = tmp_path / "spec.yaml"
     p.write_text(yaml.safe_dump({"name": "bad_input", "data": {"source": "folder", "folder": str(folder),
-                                                               "min_history_days": 20}}))
+                                                               "min_history_days": 20, **(extra or {})}}))
     return p
 
 
@@ -60,7 +60,7 @@ def test_bad_folder_fails_the_graph_at_ingest_and_writes_nothing(name, tmp_path,
     from regime_assets.definitions import build_definitions
 
     exp = MANIFEST[name]
-    defs = build_definitions(spec_path=str(_folder_spec(tmp_path, DATA / name)), home=str(home))
+    defs = build_definitions(spec_path=str(_folder_spec(tmp_path, DATA / name, exp.get("spec"))), home=str(home))
     t0 = time.perf_counter()
     with DagsterInstance.ephemeral() as instance:
         result = defs.resolve_job_def("materialize_all").execute_in_process(instance=instance, raise_on_error=False)
@@ -120,8 +120,11 @@ WRONG_TYPES = {
     "list close": (BASE.with_columns(pl.concat_list("close")), "column 'close' has type List"),
     "struct close": (BASE.with_columns(pl.struct("close").alias("close")), "column 'close' has type Struct"),
     "boolean volume": (BASE.with_columns((pl.col("close") > 3).alias("volume")), "column 'volume' has type Boolean"),
-    "text volume": (BASE.with_columns(pl.lit("lots").alias("volume")), "row 1, date 2021-01-04: volume 'lots' is not"),
-    "epoch-day dates": (BASE.with_columns(pl.col("date").dt.epoch("d")), "row 1, date 18631: date '18631' is not a date"),
+    "text volume": (BASE.with_columns(pl.lit("lots").alias("volume")), "column 'volume' has type String, expected "
+                                                                       "numbers (a typed Parquet file"),
+    "text close": (BASE.with_columns(pl.col("close").cast(pl.Utf8)), "column 'close' has type String"),
+    "epoch-day dates": (BASE.with_columns(pl.col("date").dt.epoch("d")), "column 'date' has type Int64, expected Date"),
+    "text dates": (BASE.with_columns(pl.col("date").cast(pl.Utf8)), "column 'date' has type String, expected Date"),
     "no date column": (BASE.drop("date"), "header row: missing column 'date'"),
     "no close column": (BASE.drop("close").with_columns(pl.lit(1.0).alias("open")),
                         "header row: missing column 'close'"),

@@ -37,7 +37,7 @@ from regime_assets.core.sources.data import (
 )
 from regime_assets.core.sources.files import (
     _bundled_sectors,
-    _check_series,
+    check_series,
     load_bundled,
     load_folder,
 )
@@ -46,6 +46,7 @@ from regime_assets.core.sources.validate import (
     bad_symbols,
     duplicate_rows,
     future_dates,
+    large_jumps,
     long_gaps,
     nonpositive_or_nonfinite,
     price_problems,
@@ -62,9 +63,9 @@ from regime_assets.spec import DataSpec
 __all__ = [
     "COLUMN_ALIASES", "DATA_DIR", "DATE_FORMATS", "FILE_SUFFIXES", "MAX_SHOWN", "OPTIONAL_COLUMNS", "SYMBOL_PATTERN",
     "VALUE_COLUMNS", "Downloader", "PriceValidationError", "SourceData", "all_problems", "bad_symbols",
-    "duplicate_rows", "equal_weight_index", "frame_from_yahoo", "future_dates", "load_bundled", "load_folder",
+    "duplicate_rows", "equal_weight_index", "frame_from_yahoo", "future_dates", "large_jumps", "load_bundled", "load_folder",
     "load_source", "load_synthetic", "load_yahoo", "long_gaps", "nonpositive_or_nonfinite", "price_problems",
-    "price_schema", "raise_problems", "short_history", "symbol_is_safe", "unsorted_rows", "validate_prices",
+    "price_schema", "check_series", "raise_problems", "short_history", "symbol_is_safe", "unsorted_rows", "validate_prices",
 ]
 
 
@@ -136,9 +137,15 @@ def load_source(data_spec: DataSpec, today: dt.date | None = None,
     if index.height == 0:
         raise PriceValidationError(f"index: no index rows between the first and last price dates ({first} .. "
                                    f"{last})")
-    if data.index is not None and ds.source != "folder":  # folder series were checked while reading
-        _check_series(index.with_columns(pl.lit("index").alias("symbol")), f"the {ds.source} index")
     vix = data.vix.filter(pl.col("date").is_between(first, last)) if data.vix is not None else None
+    if ds.source != "folder":  # folder series were checked while reading
+        # (the bundled VIX has empty holiday rows: the market context reads VIX where present, so only those count)
+        for name, series in (("index", index if data.index is not None else None),
+                             ("VIX", vix.drop_nulls("vix") if vix is not None else None)):
+            if series is not None and series.height:
+                value = pl.col("vix" if name == "VIX" else "close").alias("close")
+                check_series(series.select(pl.lit(name).alias("symbol"), "date", value), f"the {ds.source} {name}",
+                             ds.max_gap_days)
     symbols = prices["symbol"].unique().sort()
     known = data.sectors if data.sectors.height or ds.source == "synthetic" else _bundled_sectors()
     sectors = pl.DataFrame({"symbol": symbols}).join(known, on="symbol", how="left").with_columns(

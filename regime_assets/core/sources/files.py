@@ -25,6 +25,7 @@ from regime_assets.core.sources.validate import (
     _report,
     _where,
     duplicate_rows,
+    long_gaps,
     price_problems,
     raise_problems,
     unsorted_rows,
@@ -81,21 +82,45 @@ def _missing_column(raw_columns: list[str], label: str, symbol: str | None, col:
                                 f"columns found: {found}")
 
 
-def _parse_dates(s: pl.Series) -> pl.Series:
+def _is_typed(label: str) -> bool:
+    """Parquet files carry their column types: they are checked, never cast from text."""
+    return not label.lower().endswith(".csv")
+
+
+def _parse_dates(df: pl.DataFrame, label: str, symbol: str | None) -> pl.DataFrame:
+    """``df`` with its ``date`` column as dates, in ONE format per file: the format that reads most of the file's
+    rows (ties: the order of DATE_FORMATS); a row in another format, or in none, raises naming file, symbol, row.
+    A typed (Parquet) file must hold dates or datetimes."""
+    s = df["date"]
     if s.dtype == pl.Date:
-        return s
+        return df
     if isinstance(s.dtype, pl.Datetime):
-        return s.dt.date()
+        return df.with_columns(pl.col("date").dt.date())
+    if _is_typed(label):
+        raise PriceValidationError(f"{_where(label, symbol)}: column 'date' has type {s.dtype}, expected Date or "
+                                   "Datetime (a typed Parquet file: its dates are not parsed from other types)")
     text = s.cast(pl.Utf8).str.strip_chars()
-    out = text.str.slice(0, 10).str.to_date(DATE_FORMATS[0], strict=False)
-    for fmt in DATE_FORMATS[1:]:
-        out = out.fill_null(text.str.to_date(fmt, strict=False))
-    return out
+    parsed = {fmt: (text.str.slice(0, 10) if fmt == DATE_FORMATS[0] else text).str.to_date(fmt, strict=False)
+              for fmt in DATE_FORMATS}
+    fmt = max(DATE_FORMATS, key=lambda f: parsed[f].is_not_null().sum())  # max keeps the first of equals
+    dates = parsed[fmt]
+    if dates.null_count():
+        other = pl.any_horizontal([parsed[f].is_not_null() for f in DATE_FORMATS if f != fmt])
+        bad = df.with_columns(other.alias("_other"), pl.col("date").cast(pl.Utf8).fill_null("")).filter(
+            dates.is_null())
+        mixed = bool(bad["_other"].any())
+        raise_problems(_report(bad, pl.when(pl.col("_other")).then(pl.format(
+            f"date '{{}}' is not in this file's date format {fmt} (one date format per file: a date like "
+            "01/02/2021 cannot be told apart from 02/01/2021 across formats)", pl.col("date"))).otherwise(
+            pl.format("date '{}' is not a date (expected YYYY-MM-DD)", pl.col("date")))),
+            "mixed date formats" if mixed else "unparseable dates")
+    return df.with_columns(dates.alias("date"))
 
 
 def _parse_frame(raw: pl.DataFrame, label: str, symbol: str | None, values: tuple[str, ...] = VALUE_COLUMNS,
                  required: tuple[str, ...] = ("date", "close")) -> pl.DataFrame:
-    """Typed ``_file, _row, symbol, date`` + value columns of one file; text in a date or number cell raises.
+    """Typed ``_file, _row, symbol, date`` + value columns of one file; text in a date or number cell raises,
+    and so does a typed (Parquet) column of the wrong type.
 
     ``symbol`` names the series of a file without a symbol column (one file per symbol)."""
     if raw.height == 0:
@@ -109,15 +134,13 @@ def _parse_frame(raw: pl.DataFrame, label: str, symbol: str | None, values: tupl
     if not long_format:
         df = df.with_columns(pl.lit(symbol, dtype=pl.Utf8).alias("symbol"))
     df = df.with_columns(pl.col("symbol").cast(pl.Utf8))
-    dates = _parse_dates(df["date"])
-    bad = df.filter(dates.is_null())
-    if bad.height:
-        raise_problems(_report(bad.with_columns(pl.col("date").cast(pl.Utf8)), pl.format(
-            "date '{}' is not a date (expected YYYY-MM-DD)", pl.col("date").cast(pl.Utf8).fill_null(""))),
-            "unparseable dates")
-    df = df.with_columns(dates.alias("date"))
+    where = _where(label, None if long_format else symbol)
+    df = _parse_dates(df, label, None if long_format else symbol)
     for col in [c for c in values if c in df.columns]:
         raw_col = df[col]
+        if raw_col.dtype == pl.Utf8 and _is_typed(label):
+            raise PriceValidationError(f"{where}: column '{col}' has type String, expected numbers (a typed "
+                                       "Parquet file: text is not cast to numbers)")
         if raw_col.dtype == pl.Utf8:
             text = raw_col.str.strip_chars()
             num = text.cast(pl.Float64, strict=False)
@@ -129,13 +152,13 @@ def _parse_frame(raw: pl.DataFrame, label: str, symbol: str | None, values: tupl
         elif raw_col.dtype.is_numeric():
             df = df.with_columns(pl.col(col).cast(pl.Float64))
         else:
-            raise PriceValidationError(f"{_where(label, None if long_format else symbol)}: column '{col}' has "
-                                       f"type {raw_col.dtype}, expected numbers")
+            raise PriceValidationError(f"{where}: column '{col}' has type {raw_col.dtype}, expected numbers")
     return df.select("_file", "_row", "symbol", "date", *[c for c in values if c in df.columns])
 
 
-def _series_file(folder: Path, name: str, value: str) -> pl.DataFrame:
-    """An index (value 'close') or VIX (value 'vix') file as ``date, <value>``, checked like prices."""
+def _series_file(folder: Path, name: str, value: str, max_gap_days: int) -> pl.DataFrame:
+    """An index (value 'close') or VIX (value 'vix') file as ``date, <value>``, checked like prices (values,
+    duplicates, order and calendar gaps)."""
     path = folder / name
     if not path.is_file():
         raise PriceValidationError(f"file {name}: not found in {folder}")
@@ -150,13 +173,15 @@ def _series_file(folder: Path, name: str, value: str) -> pl.DataFrame:
     label = "index" if value == "close" else "VIX"
     df = _parse_frame(raw.drop([c for c in raw.columns if _canonical(c) == "symbol"]), name, label,
                       values=("close",))
-    _check_series(df, name)
+    check_series(df, name, max_gap_days)
     return df.select("date", pl.col("close").alias(value))
 
 
-def _check_series(df: pl.DataFrame, what: str) -> None:
+def check_series(df: pl.DataFrame, what: str, max_gap_days: int) -> None:
+    """An index or VIX series (``symbol`` names it) gets the price files' value and calendar checks."""
     raise_problems(price_problems(df), f"bad values in {what}")
     raise_problems(_concat([duplicate_rows(df), unsorted_rows(df)]), f"duplicate or unsorted dates in {what}")
+    raise_problems(long_gaps(df, max_gap_days), f"calendar gaps in {what}")
 
 
 def _read_sectors(path: Path, label: str) -> pl.DataFrame:
@@ -214,8 +239,8 @@ def load_folder(data_spec: DataSpec) -> SourceData:
     origin: dict[str, str] = {}
     for sym, file in prices.select("symbol", "_file").unique(maintain_order=True).iter_rows():
         origin[sym] = f"{origin[sym]}, {file}" if sym in origin else file
-    index = _series_file(folder, data_spec.index_file, "close") if data_spec.index_file else None
-    vix = _series_file(folder, data_spec.vix_file, "vix") if data_spec.vix_file else None
+    index = _series_file(folder, data_spec.index_file, "close", data_spec.max_gap_days) if data_spec.index_file else None
+    vix = _series_file(folder, data_spec.vix_file, "vix", data_spec.max_gap_days) if data_spec.vix_file else None
     sectors = _read_sectors(folder / data_spec.sectors_file, data_spec.sectors_file) if data_spec.sectors_file \
         else _EMPTY_SECTORS
     return SourceData(prices, index, vix, sectors, origin)

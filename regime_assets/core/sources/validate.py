@@ -111,6 +111,19 @@ def long_gaps(prices: pl.DataFrame, max_gap_days: int) -> pl.DataFrame:
                                   pl.col("_gap"), pl.col("_prev"), pl.lit(max_gap_days)))
 
 
+def large_jumps(prices: pl.DataFrame, max_abs_log_return: float) -> pl.DataFrame:
+    """Rows whose close moved more than ``max_abs_log_return`` in log terms from the symbol's previous row (an
+    unadjusted split, a price in the wrong unit)."""
+    df = prices.sort("symbol", "date", maintain_order=True)
+    prev = pl.col("close").shift(1).over("symbol")
+    bad = df.with_columns(prev.alias("_prev"), pl.col("date").shift(1).over("symbol").alias("_prev_date"),
+                          (pl.col("close") / prev).log().alias("_lr")).filter(
+        pl.col("_lr").abs() > max_abs_log_return)
+    return _report(bad, pl.format("close jumps from {} ({}) to {}: log return {}, beyond data.max_abs_log_return "
+                                  "{} (an unadjusted split?)", pl.col("_prev"), pl.col("_prev_date"),
+                                  pl.col("close"), pl.col("_lr").round(3), pl.lit(round(max_abs_log_return, 3))))
+
+
 def all_problems(prices: pl.DataFrame, data_spec: DataSpec, today: dt.date | None = None) -> pl.DataFrame:
     """Every problem the validation looks for, in one frame (symbol, date, problem [+ file, row])."""
     return _concat([check() for _, stage in _stages(prices, data_spec, today) for check in stage])
@@ -128,6 +141,8 @@ def _stages(prices: pl.DataFrame, ds: DataSpec,
         ("duplicate or unsorted dates", [lambda: duplicate_rows(prices), lambda: unsorted_rows(prices)]),
         ("too little history or calendar gaps", [lambda: short_history(prices, ds.min_history_days),
                                                  lambda: long_gaps(prices, ds.max_gap_days)]),
+        *([("daily jumps (data.jump_action is reject)", [lambda: large_jumps(prices, ds.max_abs_log_return)])]
+          if ds.jump_action == "reject" else []),
     ]
 
 
