@@ -123,7 +123,7 @@ WRONG_TYPES = {
     "text volume": (BASE.with_columns(pl.lit("lots").alias("volume")), "column 'volume' has type String, expected "
                                                                        "numbers (a typed Parquet file"),
     "text close": (BASE.with_columns(pl.col("close").cast(pl.Utf8)), "column 'close' has type String"),
-    "epoch-day dates": (BASE.with_columns(pl.col("date").dt.epoch("d")), "column 'date' has type Int64, expected Date"),
+    "epoch-day dates": (BASE.with_columns(pl.col("date").dt.epoch("d")), "column 'date' has type Int32, expected Date"),
     "text dates": (BASE.with_columns(pl.col("date").cast(pl.Utf8)), "column 'date' has type String, expected Date"),
     "no date column": (BASE.drop("date"), "header row: missing column 'date'"),
     "no close column": (BASE.drop("close").with_columns(pl.lit(1.0).alias("open")),
