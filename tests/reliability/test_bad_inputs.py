@@ -175,3 +175,32 @@ def test_validate_prices_wrong_frame_types(change, expected):
     frame = BASE.with_columns(pl.lit("AA").alias("symbol"))
     with pytest.raises(PriceValidationError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         validate_prices(change(frame), {"AA": "aa.csv"}, DataSpec(min_history_days=5), TODAY)
+
+
+def test_a_daily_jump_warns_by_default_as_an_asset_check_and_in_the_summary(tmp_path, home, capsys):
+    """bad_jump under the default data.jump_action (warn): ingest succeeds, the raw_prices check
+    prices_no_large_jumps fails with severity WARN naming symbol and date, and the summary shows it."""
+    from dagster import AssetCheckSeverity, AssetSelection
+
+    from regime_assets.definitions import build_definitions
+    from regime_assets.spec import load_spec
+    from regime_assets.summary import print_summary
+
+    exp = MANIFEST["bad_jump"]
+    spec_path = _folder_spec(tmp_path, DATA / "bad_jump")
+    defs = build_definitions(spec_path=str(spec_path), home=str(home))
+    keys = AssetSelection.groups("ingest").resolve(defs.resolve_asset_graph())
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys)
+    with DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    jump = checks["prices_no_large_jumps"]
+    assert not jump.passed and jump.severity == AssetCheckSeverity.WARN
+    shown = jump.metadata["first_offending_rows"].value
+    assert exp["symbol"] in shown and exp["date"] in shown and "close jumps from" in shown, shown
+    assert checks["prices_no_long_gaps"].passed
+    print_summary(defs, home, load_spec(str(spec_path)), result, 1.0)
+    out = capsys.readouterr().out
+    assert "input warnings: 1 daily close move(s) beyond |log return| 1.609" in out, out
+    assert f"{exp['symbol']}" in out and exp["date"] in out and "close jumps from" in out, out
