@@ -12,6 +12,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -241,12 +242,81 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``, read from /proc (empty where there is no /proc:
+    then ``os.killpg(pgid, 0)`` decides)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+            return [pgid]
+        except (ProcessLookupError, PermissionError):
+            return []
+    out = []
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, pgrp, ...
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            out.append(int(d.name))
+    return out
+
+
+def end_group(pgid: int, grace: float) -> None:
+    """SIGTERM every process left in group ``pgid``, then SIGKILL what is still there after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        if not group_members(pgid):
+            return
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+def run_process_group(cmd: list[str], grace: float = 20.0) -> int:
+    """Run ``cmd`` as the leader of its own session and process group. SIGTERM and SIGINT received here are
+    forwarded to the whole group; when the leader has exited (or ``grace`` seconds after a signal) whatever is
+    left of the group (a daemon, a code server) is stopped too. Returns the leader's exit code, or 128 + the
+    signal number when stopped by a signal."""
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    received: list[tuple[int, float]] = []  # (signal, when)
+
+    def forward(signum, _frame):
+        received.append((signum, time.monotonic()))
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            try:
+                rc = proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if received and time.monotonic() - received[0][1] > grace:
+                    os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        end_group(proc.pid, grace)
+    return 128 + received[0][0] if received else rc
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     prepare_environment(args.spec, args.home)
     cmd = [sys.executable, "-m", "dagster", "dev", "-m", "regime_assets.definitions", "-h", args.host,
            "-p", str(args.port)]
-    print("starting:", " ".join(cmd), f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-    return subprocess.call(cmd)
+    print("starting:", " ".join(cmd), f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})", flush=True)
+    return run_process_group(cmd)
 
 
 def cmd_spec(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +54,12 @@ class DataSpec(_Strict):
     min_history_days: int = Field(default=252, ge=1)
     max_gap_days: int = Field(default=10, ge=1, description="Longest calendar gap allowed between two rows of a symbol.")
     allow_future_dates: bool = False
+    max_abs_log_return: float = Field(
+        default=math.log(5), gt=0, description="Largest |daily log return| of a close taken without comment (ln 5: "
+                                              "a fivefold move in a day; an unadjusted split is larger).")
+    jump_action: Literal["warn", "reject"] = Field(
+        default="warn", description="A larger jump warns (an asset check on raw_prices and a line in the summary) "
+                                    "or rejects the input, naming symbol and date.")
 
     @model_validator(mode="after")
     def _dates(self) -> "DataSpec":

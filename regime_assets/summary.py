@@ -1,5 +1,6 @@
 """The short summary `regime-assets materialize` prints after a run: rows per asset, regime shares, archive
-events, and the production model's per-regime results with intervals next to the baselines."""
+events, input warnings, the production model's per-regime results with intervals next to the baselines, the
+promotion decision and the walk-forward verdicts."""
 
 from __future__ import annotations
 
@@ -44,26 +45,92 @@ def asset_rows(result) -> pl.DataFrame:
     return pl.DataFrame(list(rows.values()), schema={"asset": pl.Utf8, "rows": pl.Int64})
 
 
+NO_ROWS = "no rows of this regime in the validation block"
+BASELINE_NOTE = ("baselines: both predict one class per regime (the majority class, the regime's most frequent\n"
+                 "  class), so their balanced accuracy (mean recall of sell, hold, buy) is 1/3 = 0.333 in every regime\n"
+                 "  by construction; the regime prior's log-loss (class frequencies per regime of the training rows)\n"
+                 "  is the level a useful model must beat.")
+
+
+def _cell(value: float | None, lo: float | None, hi: float | None) -> str | None:
+    if value is None:
+        return None
+    if lo is None or hi is None:
+        return f"{value:.3f} (too few rows for a CI)"
+    return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def evaluation_table(ev: pl.DataFrame, model: str) -> pl.DataFrame:
+    """Per regime: n, the model's balanced accuracy, log-loss and IC (95 % CI), the regime prior's log-loss
+    (the baseline that tells something) and why a regime has no figures."""
+    from regime_assets.core.evaluation import BASELINE_REGIME_PRIOR
+
+    def metric(m: str, name: str, col: str) -> pl.DataFrame:
+        t = ev.filter((pl.col("model") == m) & (pl.col("metric") == name))
+        return pl.DataFrame({"regime": t["regime"].to_list(),
+                             col: [_cell(*r) for r in t.select("value", "ci_low", "ci_high").iter_rows()]},
+                            schema={"regime": pl.Utf8, col: pl.Utf8})
+
+    n = ev.filter((pl.col("model") == model) & (pl.col("metric") == "balanced_accuracy")).select("regime", "n")
+    full = pl.DataFrame({"regime": ["overall", *REGIMES]}).join(n, on="regime", how="left").with_columns(
+        pl.col("n").fill_null(0))
+    for m, name, col in ((model, "balanced_accuracy", f"balanced accuracy ({model})"),
+                         (model, "log_loss", "log-loss"), (model, "ic", "IC"),
+                         (BASELINE_REGIME_PRIOR, "log_loss", "log-loss (regime prior)")):
+        full = full.join(metric(m, name, col), on="regime", how="left")
+    note = pl.when(pl.col("n") == 0).then(pl.lit(NO_ROWS)).otherwise(
+        pl.when(pl.col("IC").is_null()).then(pl.lit("IC: too few rows per date")).otherwise(pl.lit("")))
+    return full.with_columns(note.alias("note"))
+
+
 def production_table(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame | None:
     ev = read_table(conn, DEFAULT_SCHEMA, "regime_evaluation")
     prod = read_table(conn, DEFAULT_SCHEMA, "production_model")
     if ev is None or prod is None or prod.height == 0:
         return None
     name = prod["evaluated_as"][0] if "evaluated_as" in prod.columns else "meta_learner"
-    want = [name, "baseline_majority", "baseline_regime_prior"]
-    metric = "balanced_accuracy"
-    t = ev.filter(pl.col("model").is_in(want) & (pl.col("metric") == metric))
-    if t.height == 0:
+    if ev.filter(pl.col("model") == name).height == 0:
         return None
-    ci = pl.format("{} [{}, {}]", pl.col("value").round(3), pl.col("ci_low").round(3), pl.col("ci_high").round(3))
-    t = t.with_columns(pl.when(pl.col("ci_low").is_not_null()).then(ci)
-                       .otherwise(pl.format("{} (too few rows for a CI)", pl.col("value").round(3))).alias("cell"))
-    wide = t.pivot(on="model", index="regime", values="cell")
-    n = t.filter(pl.col("model") == name).select("regime", "n")
-    order = ["overall", *REGIMES]
-    full = pl.DataFrame({"regime": order}).join(n, on="regime", how="left").join(wide, on="regime", how="left")
-    full = full.with_columns(pl.col("n").fill_null(0))
-    return full.select(["regime", "n", *[c for c in want if c in full.columns]])
+    return evaluation_table(ev, name)
+
+
+def promotion_text(promoted: bool | None, reason: str | None) -> str:
+    """The promotion decision in plain words ("no champion" means the first version, promoted)."""
+    reason = (reason or "").strip()
+    if promoted and reason.startswith("no champion"):
+        rest = reason[len("no champion"):].lstrip(";, ")
+        return "promoted (first version: no champion to beat)" + (f"; {rest}" if rest else "")
+    return f"{'promoted' if promoted else 'not promoted'}" + (f": {reason}" if reason else "")
+
+
+VERDICT = {"yes": "helps", "no": "hurts", "inconclusive": "inconclusive"}
+
+
+def arm_verdict_table(wf: pl.DataFrame) -> pl.DataFrame:
+    """The walk-forward arms as one table, arm x regime: helps / hurts / inconclusive with the two levels (arm
+    vs the baseline arm) the paired difference is taken of."""
+    cells: dict[str, dict[str, str]] = {}
+    for r in wf.iter_rows(named=True):  # one row per arm x model x regime: a few dozen
+        arm = r["arm"] if r["model"] == r["baseline_model"] else f"{r['arm']} ({r['model']})"
+        if not r["n"] or r["arm_value"] is None or r["baseline_value"] is None:
+            cell = "no test rows"
+        else:
+            cell = f"{VERDICT.get(r['helps'], r['helps'])} {r['arm_value']:.3f} vs {r['baseline_value']:.3f}"
+        cells.setdefault(arm, {})[r["regime"]] = cell
+    scopes = [c for c in ["overall", *REGIMES] if any(c in v for v in cells.values())]
+    return pl.DataFrame([{"arm": a, **{c: v.get(c, "-") for c in scopes}} for a, v in cells.items()],
+                        schema={"arm": pl.Utf8, **{c: pl.Utf8 for c in scopes}})
+
+
+def input_warnings(conn: duckdb.DuckDBPyConnection, spec: Spec) -> pl.DataFrame | None:
+    """Daily jumps beyond data.max_abs_log_return in the stored prices (the raw_prices warning check)."""
+    from regime_assets.core.sources import large_jumps
+
+    prices = read_table(conn, DEFAULT_SCHEMA, "raw_prices")
+    if prices is None or prices.height == 0:
+        return None
+    jumps = large_jumps(prices.select("symbol", "date", "close"), spec.data.max_abs_log_return)
+    return jumps if jumps.height else None
 
 
 def archive_counts(arch: pl.DataFrame, spec: Spec, labels: pl.DataFrame | None) -> pl.DataFrame:
@@ -102,20 +169,28 @@ def print_summary(defs, home: Path, spec: Spec, result, elapsed: float) -> None:
         if arch is not None:
             print("\nrare-event archive rows per event:")
             print(table_text(archive_counts(arch, spec, labels)))
+        jumps = input_warnings(conn, spec)
+        if jumps is not None:
+            print(f"\ninput warnings: {jumps.height} daily close move(s) beyond |log return| "
+                  f"{spec.data.max_abs_log_return:.3f} (data.jump_action {spec.data.jump_action}; asset check "
+                  "prices_no_large_jumps):")
+            print(table_text(jumps.select("symbol", "date", "problem"), 10))
         prod = production_table(conn)
         if prod is not None:
             p = read_table(conn, DEFAULT_SCHEMA, "production_model")
             row = p.row(0, named=True)
             print(f"\nproduction model: {row.get('model_name')} {row.get('version')} "
-                  f"(promoted: {row.get('reason', '')})")
-            print("balanced accuracy on the validation block, 95 % block-bootstrap CI, vs baselines:")
+                  f"({promotion_text(True, row.get('reason'))})")
+            print("on the validation block, 95 % block-bootstrap CI:")
             print(table_text(prod))
+            print("  " + BASELINE_NOTE)
         dec = read_table(conn, DEFAULT_SCHEMA, "promotion_decision")
         if dec is not None and dec.height:
             d = dec.row(0, named=True)
-            print(f"\npromotion decision: promote={d.get('promoted')} — {d.get('reason')}")
+            print(f"\npromotion decision: {promotion_text(d.get('promoted'), d.get('reason'))}")
         wf = read_table(conn, DEFAULT_SCHEMA, "walk_forward_evaluation")
-        if wf is not None and wf.height and "sentence" in wf.columns:
-            print("\nwalk-forward arms (paired vs unweighted):")
-            for s in wf["sentence"].drop_nulls().unique(maintain_order=True).to_list()[:40]:
-                print("  " + s)
+        if wf is not None and wf.height and {"arm_value", "baseline_value", "helps"} <= set(wf.columns):
+            metric = wf["metric"][0].replace("_", " ")
+            print(f"\nwalk-forward arms: {metric} of each arm vs the unweighted arm on the same test rows\n"
+                  "(helps / hurts: the paired block-bootstrap 95 % interval of the difference excludes 0):")
+            print(table_text(arm_verdict_table(wf)))
