@@ -23,7 +23,7 @@ from dagster import (
 from regime_assets.assets._meta import md, num, plot_md
 from regime_assets.assets.state import production_record
 from regime_assets.core import evaluation as ev
-from regime_assets.core import plots
+from regime_assets.rendering import plots
 from regime_assets.core.gate import decide_promotion
 from regime_assets.core.shap_tables import regime_comparison, shap_importance as shap_core
 from regime_assets.core.walk_forward import run_walk_forward
