@@ -1,8 +1,6 @@
 """Group `signals`: today's signals of the production model, and the cost-aware backtest of the out-of-sample
 predictions (``core/signals.py``, ``core/backtest.py``; charts in ``rendering/signals.py``)."""
 
-from __future__ import annotations
-
 import numpy as np
 import polars as pl
 from dagster import AssetExecutionContext, AssetKey, Failure, MetadataValue, Output, asset
