@@ -30,10 +30,11 @@ def synthetic_contract(n_symbols: int = 30, n_days: int = 500, ic: float = 0.0, 
     syms = [f"S{i:03d}" for i in range(n_symbols)]
     prices = pl.DataFrame({"symbol": np.repeat(syms, n_days + 1), "date": days * n_symbols,
                            "close": close.ravel()})
-    c = close[:, :n_days]
     fwd = np.full((n_symbols, n_days), np.nan)
     fwd[:, : n_days - horizon] = close[:, horizon:n_days] / close[:, : n_days - horizon] - 1
-    z = (fwd - np.nanmean(fwd, axis=0)) / np.nanstd(fwd, axis=0)
+    z = np.full_like(fwd, np.nan)
+    z[:, : n_days - horizon] = (fwd[:, : n_days - horizon] - fwd[:, : n_days - horizon].mean(axis=0)) \
+        / fwd[:, : n_days - horizon].std(axis=0)
     regime_by_date = np.array(REGIMES)[(np.arange(n_days) // 60) % len(REGIMES)]
     frames = []
     for m in models:
@@ -52,7 +53,6 @@ def synthetic_contract(n_symbols: int = 30, n_days: int = 500, ic: float = 0.0, 
         pl.col("date").dt.year().cast(pl.Int32).alias("fold"), pl.lit("r0").alias("recipe_hash"))
     pred = pred.with_columns(pl.col("date").min().over("fold").alias("test_start"),
                              pl.col("date").max().over("fold").alias("test_end"))
-    del c
     index = close.mean(axis=0)
     market = pl.DataFrame({"date": days, "index_close": index, "vix": np.linspace(12, 40, n_days + 1),
                            "vix_source": "proxy"})
