@@ -259,3 +259,34 @@ def test_summary_prints_top_and_bottom_or_why_not(home, market, capsys):
     assert f"signals for {sig['date'].max()}" in out and "top 5" in out and "bottom 5" in out and best in out
     assert "backtest of the out-of-sample predictions after costs" in out and "meta_learner" in out
     assert "information_ratio" in out and "rank_ic" in out
+
+
+def test_signal_backtest_materializes_through_the_warehouse_with_an_upstream(home, tiny_spec_path):
+    """Wired as it will be once walk_forward_predictions exists: stored by the warehouse IO manager, read back."""
+    from dagster import materialize
+
+    from regime_assets.resources.warehouse import WarehouseIOManager
+
+    pred, px, mk = synthetic_contract(n_symbols=8, n_days=200, ic=0.1, seed=6,
+                                      models=("meta_learner", "baseline_regime_prior"))
+
+    @asset(name="walk_forward_predictions")
+    def wf() -> pl.DataFrame:
+        return pred
+
+    @asset(name="raw_prices")
+    def prices() -> pl.DataFrame:
+        return px
+
+    @asset(name="market_context")
+    def context() -> pl.DataFrame:
+        return mk
+
+    assets = [wf, prices, context]
+    res = materialize([*assets, *signal_assets.signals_assets(assets)[1:]],
+                      resources={"settings": _settings(home, tiny_spec_path),
+                                 "io_manager": WarehouseIOManager(database=str(warehouse_path(home)))})
+    assert res.success
+    with duckdb.connect(str(warehouse_path(home)), read_only=True) as conn:
+        stored = pl.DataFrame(conn.sql("select * from signal_backtest").to_arrow_table())
+    assert stored.height > 0 and {"meta_learner", "baseline_regime_prior", "index"} <= set(stored["model"])
