@@ -249,6 +249,10 @@ def test_benchmarks_and_baselines_sit_in_the_same_table():
     idx = res.daily.filter((pl.col("model") == "index") & pl.col("valid")).sort("date")
     closes = mk.sort("date")["index_close"].to_numpy()
     np.testing.assert_allclose(idx["bench"].to_numpy(), closes[1:idx.height + 1] / closes[:idx.height] - 1)
+    # the equal-weight universe is the reference of the active returns: it has no IR or hit rate of its own
+    for metric in ("information_ratio", "hit_rate", "turnover"):
+        assert _metric(res.metrics, "equal_weight", "buy_and_hold", metric)["value"] is None
+    assert _metric(res.metrics, "index", "buy_and_hold", "information_ratio")["value"] is not None
     head = bt.headline(res.metrics)
     assert head["model"].to_list()[0] == "meta_learner" and "rank_ic" in head.columns
     assert res.metrics["model"].to_list()[0] == "meta_learner"

@@ -343,6 +343,12 @@ def max_drawdown(r: np.ndarray) -> np.ndarray:
     return (path / peak - 1.0).min(axis=-1)
 
 
+def _hit_rate(active: np.ndarray) -> np.ndarray:
+    n = np.isfinite(active).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (active > 0).sum(axis=-1) / np.where(n > 0, n, 1), np.nan)
+
+
 def return_metrics(net: np.ndarray, active: np.ndarray | None, gross: np.ndarray | None = None,
                    turnover: np.ndarray | None = None, ppy: int = 252) -> dict[str, np.ndarray]:
     """Every return metric along the last axis (a 1-D series or (replicates, days))."""
@@ -354,7 +360,7 @@ def return_metrics(net: np.ndarray, active: np.ndarray | None, gross: np.ndarray
         "sharpe": _ratio(net, ppy),
         "information_ratio": _ratio(active, ppy),
         "max_drawdown": max_drawdown(net),
-        "hit_rate": (active > 0).mean(axis=-1) if net.shape[-1] else nan,
+        "hit_rate": _hit_rate(active),
         "turnover": turnover.mean(axis=-1) if turnover is not None and net.shape[-1] else nan,
         "cost_drag": (gross - net).mean(axis=-1) * ppy if gross is not None and net.shape[-1] else nan,
         "gross_annual_return": annual_return(gross, ppy) if gross is not None else nan,
@@ -449,8 +455,8 @@ def metrics_table(daily: pl.DataFrame, regimes: pl.DataFrame, bspec: BacktestSpe
                 b = d["bench"].to_numpy()
                 act = None if model == BENCHMARK_EW else b - d["_ew"].fill_null(0.0).to_numpy()
                 act_pt = np.full(n, np.nan) if act is None else act
-                point = return_metrics(b, act_pt, b, np.zeros(n), ppy)
-                rep = None if idx is None else return_metrics(b[idx], act_pt[idx], b[idx], np.zeros(idx.shape), ppy)
+                point = return_metrics(b, act_pt, b, None, ppy)
+                rep = None if idx is None else return_metrics(b[idx], act_pt[idx], b[idx], None, ppy)
                 rows += _rows(model, kind, "buy_and_hold", gtype, group, n, point, rep, conf)
                 continue
             ew_r = d["ew"].to_numpy()
