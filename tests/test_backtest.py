@@ -189,6 +189,14 @@ def test_ties_share_the_weight_at_the_cut_and_order_does_not_matter():
     assert shuffled["w_ls"].to_list() == w["w_ls"].to_list()
     flat = bt.target_weights(pred.with_columns(pl.lit(0.1).alias("score")), 2)
     assert (flat["w_ls"].abs() < 1e-15).all() and flat["w_lo"].sum() == pytest.approx(1.0)
+    # a score that ties every symbol has no IC (not the ~1e-17 a constant column's rounding gives)
+    rows = pred.with_columns(pl.lit(0.1 + 0.2).alias("score"), pl.Series("fwd_return", [0.01, -0.02, 0.03, 0.0,
+                                                                                         0.02, -0.01]))
+    ic = bt._daily_ic(pl.concat([rows, rows.with_columns(pl.lit("n").alias("model"),
+                                                         pl.Series("score", [3.0, 2, 1, 0, 1, 2]))]))
+    got = dict(ic.select("model", "rank_ic").iter_rows())
+    assert got["m"] is None and got["n"] is not None
+    assert ic.filter(pl.col("model") == "m")["ic"][0] is None
 
 
 def test_a_date_uses_no_prediction_or_price_after_it():

@@ -211,10 +211,13 @@ def _daily_ic(pred: pl.DataFrame) -> pl.DataFrame:
     ok = pred.filter(pl.col("fwd_return").is_not_null() & pl.col("fwd_return").is_finite())
     ic = (ok.group_by("model", "date")
           .agg(pl.corr("score", "fwd_return").alias("ic"), pl.corr("score", "fwd_return", method="spearman")
-               .alias("rank_ic"), pl.len().alias("_n"))
-          .with_columns([pl.when((pl.col("_n") >= MIN_IC_ROWS) & pl.col(c).is_finite()).then(pl.col(c))
-                         .otherwise(None).alias(c) for c in ("ic", "rank_ic")]))
-    return ic.drop("_n")
+               .alias("rank_ic"), pl.len().alias("_n"), pl.col("score").n_unique().alias("_u"),
+               pl.col("fwd_return").n_unique().alias("_v"))
+          # a score that ties every symbol has no correlation (polars' Pearson gives ~1e-17 noise instead of NaN)
+          .with_columns([pl.when((pl.col("_n") >= MIN_IC_ROWS) & (pl.col("_u") > 1) & (pl.col("_v") > 1)
+                                 & pl.col(c).is_finite()).then(pl.col(c)).otherwise(None).alias(c)
+                         for c in ("ic", "rank_ic")]))
+    return ic.drop("_n", "_u", "_v")
 
 
 def daily_portfolio(predictions: pl.DataFrame, prices: pl.DataFrame, bspec: BacktestSpec, horizon: int,
@@ -368,16 +371,12 @@ def return_metrics(net: np.ndarray, active: np.ndarray | None, gross: np.ndarray
     return out
 
 
-def signal_metrics(ic: np.ndarray, rank_ic: np.ndarray) -> dict[str, np.ndarray]:
-    """Mean IC and ICIR (mean / sd, ddof 1) along the last axis, NaN days left out."""
-    out = {}
-    for name, x in (("ic", ic), ("rank_ic", rank_ic)):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            m = _nanmean(x)
-            sd = _sd(x)
-            out[name] = m
-            out[f"{name}ir"] = np.where(sd > 0, m / np.where(sd > 0, sd, 1.0), np.nan)
-    return out
+def signal_metrics(ic: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean of daily ICs and the ICIR (mean / sd, ddof 1) along the last axis, NaN days left out."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = _nanmean(ic)
+        sd = _sd(ic)
+        return {"ic": m, "icir": np.where(sd > 0, m / np.where(sd > 0, sd, 1.0), np.nan)}
 
 
 def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -468,14 +467,16 @@ def metrics_table(daily: pl.DataFrame, regimes: pl.DataFrame, bspec: BacktestSpe
                 rows += _rows(model, kind, strategy, gtype, group, n, point, rep, conf)
         if kind == "benchmark":
             continue
-        ic_days = g.filter(pl.col("ic").is_not_null() | pl.col("rank_ic").is_not_null())
-        for gtype, group, mask in _groups(ic_days):
-            d = ic_days.filter(pl.Series(mask))
-            ic, ric = (d[c].cast(pl.Float64).fill_null(float("nan")).to_numpy() for c in ("ic", "rank_ic"))
-            idx = boot(d.height)
-            point = signal_metrics(ic, ric)
-            rep = None if idx is None else signal_metrics(ic[idx], ric[idx])
-            rows += _rows(model, kind, "signal", gtype, group, d.height, point, rep, conf)
+        for col in ("ic", "rank_ic"):  # each over the days on which it is defined
+            ic_days = g.filter(pl.col(col).is_not_null())
+            for gtype, group, mask in _groups(ic_days):
+                x = ic_days.filter(pl.Series(mask))[col].cast(pl.Float64).to_numpy()
+                idx = boot(x.size)
+                point = signal_metrics(x)
+                rep = None if idx is None else signal_metrics(x[idx])
+                rows += _rows(model, kind, "signal", gtype, group, x.size,
+                              {k.replace("ic", col, 1): v for k, v in point.items()},
+                              None if rep is None else {k.replace("ic", col, 1): v for k, v in rep.items()}, conf)
     return pl.DataFrame(rows, schema=METRICS_SCHEMA)
 
 
