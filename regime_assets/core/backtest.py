@@ -47,7 +47,7 @@ year of the date. A regime group is not contiguous in time: its days are compoun
 Intervals: a stationary bootstrap over the ordered days of the group (``arch``; mean block
 ``block_length_days``, ``bootstrap_reps`` replicates, seed ``seed``, the same draws for every model on the same
 days); every metric is recomputed on each resampled path (drawdown included) and the percentile interval at
-``confidence`` is reported. Groups with fewer than ``min_days`` days have no interval.
+``confidence`` is reported. Groups with fewer than ``min_days`` days have no interval (and no ICIR).
 """
 
 from __future__ import annotations
@@ -473,6 +473,8 @@ def metrics_table(daily: pl.DataFrame, regimes: pl.DataFrame, bspec: BacktestSpe
                 x = ic_days.filter(pl.Series(mask))[col].cast(pl.Float64).to_numpy()
                 idx = boot(x.size)
                 point = signal_metrics(x)
+                if x.size < bspec.min_days:  # a ratio over a handful of days says nothing
+                    point["icir"] = np.float64("nan")
                 rep = None if idx is None else signal_metrics(x[idx])
                 rows += _rows(model, kind, "signal", gtype, group, x.size,
                               {k.replace("ic", col, 1): v for k, v in point.items()},

@@ -121,12 +121,12 @@ def rank_ic_by_year_plot(metrics: pl.DataFrame, models: list[str], title: str = 
 
 def regime_bars_plot(metrics: pl.DataFrame, metric: str, strategy: str, models: list[str],
                      title: str | None = None) -> bytes:
-    """``metric`` of ``strategy`` per market regime for ``models`` (intervals as error bars), via the regime bars
-    of ``rendering.plots``."""
+    """``metric`` of ``strategy`` per market regime for ``models`` (benchmarks among them: their buy-and-hold),
+    intervals as error bars, via the regime bars of ``rendering.plots``."""
     title = title or f"{metric} ({strategy}) by market regime"
     if metrics is None or metrics.height == 0 or not {"group_type", "metric", "strategy"} <= set(metrics.columns):
         return no_data_png(title)
     t = (metrics.filter((pl.col("group_type") == "regime") & (pl.col("metric") == metric)
-                        & (pl.col("strategy") == strategy) & pl.col("model").is_in(models))
+                        & pl.col("strategy").is_in([strategy, "buy_and_hold"]) & pl.col("model").is_in(models))
          .select("model", pl.col("group").alias("regime"), "metric", "value", "ci_low", "ci_high"))
     return regime_metric_bars(t, metric, title)
