@@ -266,7 +266,7 @@ def cmd_signals(args: argparse.Namespace) -> int:
     import polars as pl
 
     from regime_assets.resources.warehouse import DEFAULT_SCHEMA, read_table, warehouse_path
-    from regime_assets.summary import table_text
+    from regime_assets.summary import has_promoted, table_text
 
     if args.home:
         os.environ[HOME_ENV] = str(Path(args.home).resolve())
@@ -280,7 +280,7 @@ def cmd_signals(args: argparse.Namespace) -> int:
     except duckdb.IOException as err:
         return _fail(f"cannot open {db} read-only: {err}")
     if sig is None or sig.height == 0:
-        why = "no promoted model: no signals" if prod is None or prod.height == 0 else "no signals table yet"
+        why = "no promoted model: no signals" if not has_promoted(prod) else "no signals table yet"
         return _fail(f"{why} in {db} (materialize the graph with a promoted model first)")
     dates = sig["date"].unique().sort()
     if args.date:

@@ -140,11 +140,17 @@ def print_backtest(conn: duckdb.DuckDBPyConnection, spec: Spec) -> None:
     print(table_text(head.drop("group"), 40))
 
 
+def has_promoted(prod: pl.DataFrame | None) -> bool:
+    """A stored production_model row names a promoted version (not an empty table or a 'none' row)."""
+    return prod is not None and prod.height > 0 and "promoted" in prod.columns and bool(
+        prod["promoted"].fill_null(False).any())
+
+
 def print_signals(conn: duckdb.DuckDBPyConnection, spec: Spec) -> None:
     """Today's top and bottom symbols by score, or why there are none."""
     prod = read_table(conn, DEFAULT_SCHEMA, "production_model")
     sig = read_table(conn, DEFAULT_SCHEMA, "signals")
-    if prod is None or prod.height == 0:
+    if not has_promoted(prod):
         print("\nno promoted model: no signals")
         return
     if sig is None or sig.height == 0:

@@ -6,6 +6,8 @@ import datetime as dt
 import json
 
 import duckdb
+import hypothesis  # noqa: F401  (loaded at collection: its pytest plugin otherwise imports it after the last test,
+#                   where CPython 3.11.7's ast.parse failed with "AST constructor recursion depth mismatch")
 import numpy as np
 import polars as pl
 import pytest
@@ -243,6 +245,11 @@ def test_summary_prints_top_and_bottom_or_why_not(home, market, capsys):
     spec = Spec()
     with duckdb.connect(str(warehouse_path(home))) as conn:
         write_table(conn, DEFAULT_SCHEMA, "production_model", _registry_row("logreg", "v1").head(0))
+        print_signals(conn, spec)
+    assert "no promoted model: no signals" in capsys.readouterr().out
+    none_row = _registry_row("none", None, promoted=False)  # what a graph without a promotion may store
+    with duckdb.connect(str(warehouse_path(home))) as conn:
+        write_table(conn, DEFAULT_SCHEMA, "production_model", none_row)
         print_signals(conn, spec)
     assert "no promoted model: no signals" in capsys.readouterr().out
     sig = _stored_signals(home, market)

@@ -3,7 +3,7 @@ predictions (``core/signals.py``, ``core/backtest.py``; charts in ``rendering/si
 
 import numpy as np
 import polars as pl
-from dagster import AssetExecutionContext, AssetKey, Failure, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetIn, AssetKey, Failure, MetadataValue, Output, asset
 
 from regime_assets.assets._meta import md, num, plot_md
 from regime_assets.assets.state import production_record
@@ -71,6 +71,7 @@ def signals(context: AssetExecutionContext, settings: RegimeSettings, features: 
 
 
 @asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
+       ins={UPSTREAM_PREDICTIONS: AssetIn(metadata={"columns": [*bt.PRED_COLUMNS, "fold", "test_start"]})},
        description="Cost-aware backtest of the out-of-sample predictions of every model, the baselines and the "
                    "ablation arms: long-short top/bottom k and long-only top k (overlapping books held the label "
                    "horizon, costs per side from the spec), benchmarks equal weight and the index; annualized "
