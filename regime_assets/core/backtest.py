@@ -164,31 +164,46 @@ def market_regimes(predictions: pl.DataFrame, market: pl.DataFrame | None, bspec
 # ------------------------------------------------------------------------------------------------ weights
 
 
-def _leg(k: pl.Expr, rank_min: pl.Expr, rank_max: pl.Expr) -> pl.Expr:
+def _leg(k: np.ndarray, rank_min: np.ndarray, rank_max: np.ndarray) -> np.ndarray:
     """Weight of a row in an equal-weight leg of the k best ranks; rows tied at the cut share what is left."""
-    kf = k.cast(pl.Float64)
+    kf = np.maximum(k, 1).astype(np.float64)
     share = (kf - (rank_min - 1)) / ((rank_max - rank_min + 1) * kf)
-    return (pl.when(k <= 0).then(0.0)
-            .when(rank_max <= k).then(1.0 / kf)
-            .when(rank_min <= k).then(share)
-            .otherwise(0.0))
+    w = np.where(rank_max <= k, 1.0 / kf, np.where(rank_min <= k, share, 0.0))
+    return np.where(k > 0, w, 0.0)
+
+
+def _tied_ranks(group: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, ...]:
+    """For rows sorted by (group, score): the group size and each row's lowest and highest ascending rank among
+    equal scores (ties span a run), computed from run boundaries (no per-group window)."""
+    n = group.size
+    idx = np.arange(n)
+    new_group = np.ones(n, dtype=bool)
+    new_group[1:] = group[1:] != group[:-1]
+    new_run = new_group.copy()
+    new_run[1:] |= score[1:] != score[:-1]
+    g_start = np.maximum.accumulate(np.where(new_group, idx, 0))
+    r_start = np.maximum.accumulate(np.where(new_run, idx, 0))
+    end_group = np.ones(n, dtype=bool)
+    end_group[:-1] = new_group[1:]
+    end_run = np.ones(n, dtype=bool)
+    end_run[:-1] = new_run[1:]
+    g_end = np.minimum.accumulate(np.where(end_group, idx, n - 1)[::-1])[::-1]
+    r_end = np.minimum.accumulate(np.where(end_run, idx, n - 1)[::-1])[::-1]
+    size = g_end - g_start + 1
+    return size, r_start - g_start + 1, r_end - g_start + 1
 
 
 def target_weights(pred: pl.DataFrame, top_k: int) -> pl.DataFrame:
     """Per (model, date, symbol) the target weights of a new book: ``w_ls`` (long-short), ``w_lo`` (long-only),
-    ``w_ew`` (equal-weight universe)."""
-    by = ["model", "date"]
-    n = pl.len().over(by)
-    k_ls = pl.min_horizontal(pl.lit(top_k), n // 2)
-    k_lo = pl.min_horizontal(pl.lit(top_k), n)
-    s = pl.col("score")
-    d_min, d_max = s.rank("min", descending=True).over(by), s.rank("max", descending=True).over(by)
-    a_min, a_max = s.rank("min").over(by), s.rank("max").over(by)
-    return pred.with_columns(
-        (_leg(k_ls, d_min, d_max) - _leg(k_ls, a_min, a_max)).alias("w_ls"),
-        _leg(k_lo, d_min, d_max).alias("w_lo"),
-        (1.0 / n.cast(pl.Float64)).alias("w_ew"),
-    )
+    ``w_ew`` (equal-weight universe). Returned sorted by model, date, score."""
+    p = pred.sort("model", "date", "score", "symbol")
+    group = p.select(pl.struct("model", "date").rank("dense")).to_series().to_numpy()
+    n, a_min, a_max = _tied_ranks(group, p["score"].to_numpy())
+    d_min, d_max = n - a_max + 1, n - a_min + 1  # descending ranks
+    k_ls = np.minimum(top_k, n // 2)
+    k_lo = np.minimum(top_k, n)
+    return p.with_columns(pl.Series("w_ls", _leg(k_ls, d_min, d_max) - _leg(k_ls, a_min, a_max)),
+                          pl.Series("w_lo", _leg(k_lo, d_min, d_max)), pl.Series("w_ew", 1.0 / n))
 
 
 def _books(W: np.ndarray, h: int) -> np.ndarray:
@@ -225,7 +240,7 @@ def daily_portfolio(predictions: pl.DataFrame, prices: pl.DataFrame, bspec: Back
     """One row per (model, date): ``ls_gross, ls_net, ls_opened, ls_closed, ls_turnover`` and the same ``lo_*``,
     ``ew`` (the model's universe), ``n_symbols``, ``valid`` (a next-day return exists), ``ic, rank_ic``; then the
     benchmarks as models ``equal_weight`` and ``index`` (``ls_*``/``lo_*`` null, their return in ``bench``)."""
-    pred = prepare_predictions(predictions)
+    pred = predictions if "score" in predictions.columns else prepare_predictions(predictions)
     h = int(bspec.holding_days or horizon)
     rets = next_day_returns(prices)
     syms = pl.concat([pred["symbol"], rets["symbol"]]).unique().sort()
@@ -307,6 +322,8 @@ def _sd(x: np.ndarray) -> np.ndarray:
     """Sample sd (ddof 1) along the last axis, NaN left out; NaN with fewer than 2 values."""
     if x.shape[-1] < 2:
         return np.full(x.shape[:-1], np.nan)
+    if np.isfinite(x).all():
+        return np.std(x, axis=-1, ddof=1)
     n = np.sum(np.isfinite(x), axis=-1)
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -314,6 +331,8 @@ def _sd(x: np.ndarray) -> np.ndarray:
 
 
 def _nanmean(x: np.ndarray) -> np.ndarray:
+    if x.shape[-1] and np.isfinite(x).all():
+        return x.mean(axis=-1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(x, axis=-1) if x.shape[-1] else np.full(x.shape[:-1], np.nan)
@@ -438,30 +457,30 @@ def metrics_table(daily: pl.DataFrame, regimes: pl.DataFrame, bspec: BacktestSpe
             return None
         return bootstrap_indices(n, bspec.bootstrap_reps, bspec.block_length_days, bspec.seed)
 
-    def block(x: np.ndarray, idx: np.ndarray | None) -> np.ndarray | None:
-        return None if idx is None else x[idx]
+    def arrays(frame: pl.DataFrame, cols: list[str]) -> dict[str, np.ndarray]:
+        return {c: frame[c].cast(pl.Float64).fill_null(float("nan")).to_numpy() for c in cols if c in frame.columns}
 
+    series = [f"{p}_{x}" for p in ("ls", "lo") for x in ("net", "gross", "turnover")] + ["ew", "bench", "_ew"]
     for (model,), g in daily.group_by("model", maintain_order=True):
         kind = _kind(model, bspec.candidate)
         ret_days = g.filter(pl.col("valid"))
         if kind == "benchmark":
             ret_days = ret_days.join(ew, on="date", how="left")
+        cols = arrays(ret_days, series)
         for gtype, group, mask in _groups(ret_days):
-            d = ret_days.filter(pl.Series(mask))
-            n = d.height
+            d = {c: v[mask] for c, v in cols.items()}
+            n = int(mask.sum())
             idx = boot(n)
             if kind == "benchmark":
-                b = d["bench"].to_numpy()
-                act = None if model == BENCHMARK_EW else b - d["_ew"].fill_null(0.0).to_numpy()
-                act_pt = np.full(n, np.nan) if act is None else act
-                point = return_metrics(b, act_pt, b, None, ppy)
-                rep = None if idx is None else return_metrics(b[idx], act_pt[idx], b[idx], None, ppy)
+                b = d["bench"]
+                act = np.full(n, np.nan) if model == BENCHMARK_EW else b - np.nan_to_num(d["_ew"])
+                point = return_metrics(b, act, b, None, ppy)
+                rep = None if idx is None else return_metrics(b[idx], act[idx], b[idx], None, ppy)
                 rows += _rows(model, kind, "buy_and_hold", gtype, group, n, point, rep, conf)
                 continue
-            ew_r = d["ew"].to_numpy()
             for pre, strategy in (("ls", "long_short"), ("lo", "long_only")):
-                net, gross, to = (d[f"{pre}_{x}"].to_numpy() for x in ("net", "gross", "turnover"))
-                act = net if pre == "ls" else net - ew_r
+                net, gross, to = (d[f"{pre}_{x}"] for x in ("net", "gross", "turnover"))
+                act = net if pre == "ls" else net - d["ew"]
                 point = return_metrics(net, act, gross, to, ppy)
                 rep = None if idx is None else return_metrics(net[idx], act[idx], gross[idx], to[idx], ppy)
                 rows += _rows(model, kind, strategy, gtype, group, n, point, rep, conf)
@@ -469,8 +488,9 @@ def metrics_table(daily: pl.DataFrame, regimes: pl.DataFrame, bspec: BacktestSpe
             continue
         for col in ("ic", "rank_ic"):  # each over the days on which it is defined
             ic_days = g.filter(pl.col(col).is_not_null())
+            values = ic_days[col].cast(pl.Float64).to_numpy()
             for gtype, group, mask in _groups(ic_days):
-                x = ic_days.filter(pl.Series(mask))[col].cast(pl.Float64).to_numpy()
+                x = values[mask]
                 idx = boot(x.size)
                 point = signal_metrics(x)
                 if x.size < bspec.min_days:  # a ratio over a handful of days says nothing
