@@ -364,6 +364,9 @@ class SignalSpec(_Strict):
     buy_threshold: float = Field(default=0.10, ge=0, le=1, description="Score P(buy) - P(sell) at which to buy.")
     sell_threshold: float = Field(default=0.10, ge=0, le=1, description="Score at or below minus this: sell.")
     top: int = Field(default=5, ge=1, description="Top and bottom symbols the summary and the CLI show.")
+    without_model: Literal["fail", "skip"] = Field(
+        default="fail", description="No promoted model: fail the asset with the reason, or skip it (no table, the "
+                                    "run goes on; for a gate that may promote nothing).")
 
 
 class BacktestSpec(_Strict):

@@ -122,15 +122,30 @@ def test_signals_asset_fails_clearly_without_a_promoted_model(home, tiny_spec_pa
     _, feats, regimes, ctx, _ = market
     settings = _settings(home, tiny_spec_path)
     with pytest.raises(Failure) as err:
-        signal_assets.signals(build_asset_context(), settings=settings, features=feats, regime_labels=regimes,
-                              market_context=ctx)
+        list(signal_assets.signals(build_asset_context(), settings=settings, features=feats, regime_labels=regimes,
+                                   market_context=ctx))
     assert err.value.description == "no promoted model: no signals"
     # a registry with only a rejected version is no better
     with settings.connect() as conn:
         write_table(conn, DEFAULT_SCHEMA, "model_versions", _registry_row("logreg", "v0", promoted=False))
     with pytest.raises(Failure, match="no promoted model: no signals"):
-        signal_assets.signals(build_asset_context(), settings=settings, features=feats, regime_labels=regimes,
-                              market_context=ctx)
+        list(signal_assets.signals(build_asset_context(), settings=settings, features=feats, regime_labels=regimes,
+                                   market_context=ctx))
+    # the skip option: no output at all (no empty table), the reason in the log
+    skip = tmp_spec_with(tiny_spec_path, home, {"signals": {"without_model": "skip"}})
+    out = list(signal_assets.signals(build_asset_context(), settings=RegimeSettings(spec_path=skip, home=str(home)),
+                                     features=feats, regime_labels=regimes, market_context=ctx))
+    assert out == []
+
+
+def tmp_spec_with(base: str, folder, extra: dict) -> str:
+    import yaml
+
+    data = yaml.safe_load(open(base))
+    data.update(extra)
+    p = folder / "spec_extra.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return str(p)
 
 
 def _registry_row(name: str, version: str, promoted: bool = True) -> pl.DataFrame:
@@ -147,8 +162,8 @@ def test_signals_asset_scores_the_last_dates_with_the_production_model(home, tin
     version = settings.model_store.save("logreg", model, {"test": True})
     with settings.connect() as conn:
         write_table(conn, DEFAULT_SCHEMA, "model_versions", _registry_row("logreg", version))
-    out = signal_assets.signals(build_asset_context(), settings=settings, features=feats, regime_labels=regimes,
-                                market_context=ctx)
+    (out,) = list(signal_assets.signals(build_asset_context(), settings=settings, features=feats,
+                                        regime_labels=regimes, market_context=ctx))
     sig = out.value
     n = settings.spec.signals.n_dates
     assert sig["date"].n_unique() == n and sig.height == n * 6
@@ -297,3 +312,44 @@ def test_signal_backtest_materializes_through_the_warehouse_with_an_upstream(hom
     with duckdb.connect(str(warehouse_path(home)), read_only=True) as conn:
         stored = pl.DataFrame(conn.sql("select * from signal_backtest").to_arrow_table())
     assert stored.height > 0 and {"meta_learner", "baseline_regime_prior", "index"} <= set(stored["model"])
+
+
+def test_without_a_model_a_run_fails_or_skips_as_the_spec_says(home, tiny_spec_path, market):
+    """Through Dagster: 'fail' fails the step with the one-line reason; 'skip' lets the run succeed with no
+    signals table (never an empty one)."""
+    from dagster import materialize
+
+    from regime_assets.resources.warehouse import WarehouseIOManager
+
+    _, feats, regimes, ctx, _ = market
+
+    @asset(name="features")
+    def f() -> pl.DataFrame:
+        return feats
+
+    @asset(name="regime_labels")
+    def r() -> pl.DataFrame:
+        return regimes
+
+    @asset(name="market_context")
+    def m() -> pl.DataFrame:
+        return ctx
+
+    @asset(name="production_model")
+    def p() -> pl.DataFrame:
+        return _registry_row("none", None, promoted=False)
+
+    io = WarehouseIOManager(database=str(warehouse_path(home)))
+    failed = materialize([f, r, m, p, signal_assets.signals], raise_on_error=False,
+                         resources={"settings": _settings(home, tiny_spec_path), "io_manager": io})
+    assert not failed.success
+    (step,) = [e for e in failed.all_events if e.is_step_failure]
+    assert step.step_key == "signals" and "no promoted model: no signals" in str(step.event_specific_data.error)
+    skip = tmp_spec_with(tiny_spec_path, home, {"signals": {"without_model": "skip"}})
+    ok = materialize([f, r, m, p, signal_assets.signals],
+                     resources={"settings": RegimeSettings(spec_path=skip, home=str(home)), "io_manager": io})
+    assert ok.success
+    assert "signals" not in {e.asset_key.to_user_string() for e in ok.get_asset_materialization_events()}
+    with duckdb.connect(str(warehouse_path(home)), read_only=True) as conn:
+        tables = {t for (t,) in conn.execute("select table_name from information_schema.tables").fetchall()}
+    assert "signals" not in tables and "features" in tables

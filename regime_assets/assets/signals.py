@@ -36,16 +36,22 @@ def load_production_model(settings: RegimeSettings) -> tuple[object, dict] | Non
 
 
 @asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse", deps=["production_model"],
+       output_required=False,
        description="The production model on the latest dates with features (spec signals.n_dates; the last one is "
                    "the as-of date), one row per date x symbol: P(sell), P(hold), P(buy), score = P(buy) - P(sell), "
                    "its cross-sectional rank, the action, the symbol's regime and the date's VIX source, model "
-                   "version, spec hash, as-of date. Fails when no model was promoted.")
+                   "version, spec hash, as-of date. Without a promoted model it fails (or, with "
+                   "signals.without_model 'skip', is skipped) with that reason.")
 def signals(context: AssetExecutionContext, settings: RegimeSettings, features: pl.DataFrame,
-            regime_labels: pl.DataFrame, market_context: pl.DataFrame) -> Output[pl.DataFrame]:
+            regime_labels: pl.DataFrame, market_context: pl.DataFrame):
     spec = settings.spec
     loaded = load_production_model(settings)
     if loaded is None:
-        raise Failure(description=NO_MODEL, allow_retries=False)
+        if spec.signals.without_model == "fail":
+            raise Failure(description=NO_MODEL, allow_retries=False)
+        context.log.warning(f"{NO_MODEL} (signals.without_model: skip; no table written)")
+        return
+
     model, rec = loaded
     dates = signal_dates(features, spec.signals.n_dates)
     rows = signal_rows(features, dates)
@@ -67,7 +73,7 @@ def signals(context: AssetExecutionContext, settings: RegimeSettings, features: 
         "top": md(top.select(show)), "bottom": md(bottom.select(show)),
         "as_of_signals": md(last.select(show), 60),
     }
-    return Output(out, metadata=meta)
+    yield Output(out, metadata=meta)
 
 
 @asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
