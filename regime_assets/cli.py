@@ -4,6 +4,7 @@
     uv run regime-assets replay --start 2019-06-01 --end 2020-12-31 --every week
     uv run regime-assets ui [--port 3000]
     uv run regime-assets spec [--spec PATH]          # print the resolved spec and its hash
+    uv run regime-assets signals [--date D] [--top K] [--format table|csv|json]
 """
 
 from __future__ import annotations
@@ -329,6 +330,61 @@ def cmd_spec(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_signals(args: argparse.Namespace) -> int:
+    """Print the stored signals of one date (default: the latest) from the warehouse, opened read-only."""
+    import duckdb
+    import polars as pl
+
+    from regime_assets.resources.warehouse import DEFAULT_SCHEMA, read_table, warehouse_path
+    from regime_assets.summary import has_promoted, table_text
+
+    if args.home:
+        os.environ[HOME_ENV] = str(Path(args.home).resolve())
+    db = warehouse_path(default_home())
+    if not db.exists():
+        return _fail(f"no warehouse at {db}: run `regime-assets materialize` first")
+    try:
+        with duckdb.connect(str(db), read_only=True) as conn:
+            sig = read_table(conn, DEFAULT_SCHEMA, "signals")
+            prod = read_table(conn, DEFAULT_SCHEMA, "production_model")
+    except duckdb.IOException as err:
+        return _fail(f"cannot open {db} read-only: {err}")
+    if sig is None or sig.height == 0:
+        why = "no promoted model: no signals" if not has_promoted(prod) else "no signals table yet"
+        return _fail(f"{why} in {db} (materialize the graph with a promoted model first)")
+    dates = sig["date"].unique().sort()
+    if args.date:
+        try:
+            day = dt.date.fromisoformat(args.date)
+        except ValueError:
+            return _fail(f"--date {args.date!r}: expected YYYY-MM-DD")
+        if day not in dates.to_list():
+            return _fail(f"--date {day}: no signals for that date; stored dates: "
+                         f"{', '.join(str(d) for d in dates.to_list())}")
+    else:
+        day = dates.max()
+    rows = sig.filter(pl.col("date") == day).sort("rank", "symbol")
+    if args.top is not None:
+        if args.top < 1:
+            return _fail("--top must be at least 1")
+        from regime_assets.core.signals import top_bottom
+
+        top, bottom = top_bottom(rows, args.top)
+        rows = pl.concat([top, bottom.sort("score", "symbol", descending=[True, False])]).unique(
+            "symbol", keep="first", maintain_order=True)
+    if args.format == "csv":
+        sys.stdout.write(rows.write_csv())
+    elif args.format == "json":
+        sys.stdout.write(rows.write_json() + "\n")
+    else:
+        r = rows.row(0, named=True)
+        print(f"signals for {day} (as of {r['as_of']}): model {r['model_name']} {r['model_version']}, spec "
+              f"{r['spec_hash']}, VIX {r['vix_source']}; {rows.height} of {r['n_symbols']} symbols")
+        print(table_text(rows.select("rank", "symbol", "score", "action", "p_sell", "p_hold", "p_buy", "regime"),
+                         max_rows=10_000))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="regime-assets", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -355,6 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("spec", help="print the resolved spec and its hash")
     s.add_argument("--spec")
     s.set_defaults(func=cmd_spec)
+    g = sub.add_parser("signals", help="print the production model's stored signals (read-only warehouse)")
+    g.add_argument("--date", help="YYYY-MM-DD (default: the latest stored date)")
+    g.add_argument("--top", type=int, help="only the top K and bottom K symbols by score")
+    g.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    g.add_argument("--home", help=f"results folder (default ${HOME_ENV} or .regime_assets/)")
+    g.set_defaults(func=cmd_signals)
     args = p.parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -194,3 +194,50 @@ def print_summary(defs, home: Path, spec: Spec, result, elapsed: float) -> None:
             print(f"\nwalk-forward arms: {metric} of each arm vs the unweighted arm on the same test rows\n"
                   "(helps / hurts: the paired block-bootstrap 95 % interval of the difference excludes 0):")
             print(table_text(arm_verdict_table(wf)))
+        print_backtest(conn, spec)
+        print_signals(conn, spec)
+
+
+def print_backtest(conn: duckdb.DuckDBPyConnection, spec: Spec) -> None:
+    """The production candidate's economics after costs (long-short, overall), next to the benchmarks."""
+    metrics = read_table(conn, DEFAULT_SCHEMA, "signal_backtest")
+    if metrics is None or metrics.height == 0:
+        return
+    from regime_assets.core.backtest import headline
+
+    b = spec.backtest
+    head = headline(metrics)
+    order = {"candidate": 0, "model": 1, "arm": 2, "baseline": 3, "benchmark": 4}
+    head = head.sort(pl.col("kind").replace_strict(order, default=9, return_dtype=pl.Int32), "model")
+    print(f"\nbacktest of the out-of-sample predictions after costs (open {b.open_cost_bps:g} bps, close "
+          f"{b.close_cost_bps:g} bps; long-short top/bottom {b.top_k}, held {b.holding_days or spec.labels.horizon} "
+          f"days; {b.confidence:.0%} block-bootstrap intervals):")
+    print(table_text(head.drop("group"), 40))
+
+
+def has_promoted(prod: pl.DataFrame | None) -> bool:
+    """A stored production_model row names a promoted version (not an empty table or a 'none' row)."""
+    return prod is not None and prod.height > 0 and "promoted" in prod.columns and bool(
+        prod["promoted"].fill_null(False).any())
+
+
+def print_signals(conn: duckdb.DuckDBPyConnection, spec: Spec) -> None:
+    """Today's top and bottom symbols by score, or why there are none."""
+    prod = read_table(conn, DEFAULT_SCHEMA, "production_model")
+    sig = read_table(conn, DEFAULT_SCHEMA, "signals")
+    if not has_promoted(prod):
+        print("\nno promoted model: no signals")
+        return
+    if sig is None or sig.height == 0:
+        return
+    from regime_assets.core.signals import top_bottom
+
+    k = spec.signals.top
+    top, bottom = top_bottom(sig, k)
+    d = sig.filter(pl.col("date") == sig["date"].max()).row(0, named=True)
+    cols = ["symbol", "score", "rank", "action", "p_buy", "p_sell", "regime"]
+    print(f"\nsignals for {d['date']} ({d['model_name']} {d['model_version']}, VIX {d['vix_source']}): "
+          f"top {k}")
+    print(table_text(top.select(cols)))
+    print(f"bottom {k}")
+    print(table_text(bottom.select(cols)))

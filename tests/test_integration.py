@@ -18,7 +18,7 @@ def test_definitions_load_and_validate(tiny_defs):
                 "regime_validation_sets", "balanced_training_set", "sample_weights", "meta_learner",
                 "validation_predictions", "regime_evaluation", "segment_evaluation", "walk_forward_evaluation",
                 "promotion_decision", "model_versions", "production_model", "shap_importance", "drift_report",
-                "new_rare_events", "training_runs"}
+                "new_rare_events", "training_runs", "signals"}
     expected |= {f"model_{m}" for m in ("rf", "extra_trees", "gradient_boosting", "xgboost", "lightgbm", "logreg",
                                         "svm", "mlp")}
     assert expected <= keys
@@ -61,8 +61,10 @@ def test_whole_graph_materializes_on_tiny_synthetic(tiny_defs, home):
         tables = {r[0] for r in conn.execute("select table_name from information_schema.tables").fetchall()}
         for t in ("raw_prices", "features", "labeled_samples", "rare_event_archive", "training_set",
                   "regime_evaluation", "model_versions", "production_model", "shap_importance", "drift_report",
-                  "training_runs", "walk_forward_evaluation"):
+                  "training_runs", "walk_forward_evaluation", "signals"):
             assert t in tables, t
+        signals = pl.DataFrame(conn.sql("select * from signals").to_arrow_table())
+        last_feature_date = conn.execute("select max(date) from features").fetchall()[0][0]
         ev = pl.DataFrame(conn.sql("select * from regime_evaluation").to_arrow_table())
         prod = pl.DataFrame(conn.sql("select * from production_model").to_arrow_table())
         runs = pl.DataFrame(conn.sql("select * from training_runs").to_arrow_table())
@@ -70,6 +72,10 @@ def test_whole_graph_materializes_on_tiny_synthetic(tiny_defs, home):
     assert {"meta_learner", "baseline_majority", "baseline_regime_prior"} <= set(ev["model"].to_list())
     assert (ev["ci_low"].drop_nulls() <= ev.filter(pl.col("ci_low").is_not_null())["value"] + 1e-9).all()
     assert prod.height == 1 and prod["promoted"][0]
+    # today's signals: every symbol on the last date with features, from the promoted model
+    last = signals.filter(pl.col("date") == last_feature_date)
+    assert last.height == 5 and sorted(last["rank"].to_list())[0] == 1
+    assert set(signals["model_version"].to_list()) == {prod["version"][0]}
     assert versions.height == 1 and versions["reason"][0].startswith("no champion")
     assert runs.height == 1 and runs["trigger"][0] == "manual" and runs["status"][0] == "success"
     # a second run, as the drift sensor starts it: the challenger meets a champion now; append-only tables keep
