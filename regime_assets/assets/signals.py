@@ -6,7 +6,8 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetKey, Failure, MetadataValue, Output, asset
 
 from regime_assets.assets._meta import md, num, plot_md
-from regime_assets.assets.state import production_record
+from regime_assets.assets import state
+from regime_assets.core import registry
 from regime_assets.core import backtest as bt
 from regime_assets.core.signals import build_signals, signal_dates, signal_rows, top_bottom
 from regime_assets.rendering import plots
@@ -21,18 +22,15 @@ UPSTREAM_PREDICTIONS = "walk_forward_predictions"
 
 
 def load_production_model(settings: RegimeSettings) -> tuple[object, dict] | None:
-    """(fitted model, registry row) of the current production model, or None when none was promoted.
-
-    The one place the signals read the production model; switch it to the registry's loader when there is one."""
-    rec = production_record(settings)
-    if rec is None:
-        return None
+    """(loaded model, registry row) of the current production model through the registry's one loader, or None
+    when none was promoted."""
     try:
-        art = settings.model_store.load(rec["model_name"], rec["version"])
-    except Exception as err:  # the registry names a version whose artifact is gone: say which
-        raise Failure(description=f"production model {rec['model_name']} {rec['version']} cannot be loaded: {err}",
-                      allow_retries=False) from None
-    return (art["model"] if isinstance(art, dict) else art), rec
+        rec, model = state.production_model(settings)
+    except registry.RegistryError as err:  # the registry names a version whose artifact is gone: say which
+        raise Failure(description=f"production model cannot be loaded: {err}", allow_retries=False) from None
+    if rec is None or model is None:
+        return None
+    return model, rec
 
 
 @asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse", deps=["production_model"],
