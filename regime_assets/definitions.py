@@ -12,7 +12,8 @@ from dagster import Definitions, in_process_executor, load_asset_checks_from_mod
 
 from regime_assets.assets import evaluation, ingest, monitoring, regimes, runs, samples, training
 from regime_assets.resources.settings import RegimeSettings
-from regime_assets.resources.warehouse import WarehouseIOManager, default_home, warehouse_path
+from regime_assets.home.paths import default_home, warehouse_path
+from regime_assets.resources.warehouse import WarehouseIOManager
 from regime_assets.sensors.automation import build_jobs, build_schedules, build_sensors
 from regime_assets.spec import SPEC_ENV, load_spec
 

@@ -1,4 +1,5 @@
-"""The one settings resource: which spec, which home (warehouse file + model store)."""
+"""The one settings resource: which spec, which home (warehouse file + model store); where they are is decided in
+``regime_assets.home``."""
 
 
 import time
@@ -10,15 +11,17 @@ from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
 from regime_assets.core.model_store import ModelStore
-from regime_assets.resources.warehouse import default_home, warehouse_path
+from regime_assets.home.paths import default_home, models_root, warehouse_path
 from regime_assets.spec import Spec, load_spec
 
 
 class RegimeSettings(ConfigurableResource):
-    """Spec path (None: $REGIME_ASSETS_SPEC or the packaged default) and home folder (None: default_home())."""
+    """Spec path (None: $REGIME_ASSETS_SPEC or the packaged default), home folder (None: default_home()) and the
+    model store's root (None: $REGIME_ASSETS_MODEL_STORE or <home>/models; a folder or an s3:// / gs:// URL)."""
 
     spec_path: str | None = None
     home: str | None = None
+    model_store_root: str | None = None
 
     _spec: Spec | None = PrivateAttr(default=None)
 
@@ -39,8 +42,8 @@ class RegimeSettings(ConfigurableResource):
         return warehouse_path(self.home_path)
 
     @property
-    def models_root(self) -> Path:
-        return self.home_path / "models"
+    def models_root(self) -> str:
+        return models_root(self.home_path, self.model_store_root)
 
     @property
     def model_store(self) -> ModelStore:

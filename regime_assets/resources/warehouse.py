@@ -14,7 +14,6 @@ Polars and pandas frames are both accepted; inputs load as polars unless annotat
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,24 +26,10 @@ from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, Tabl
 from dagster_duckdb import DuckDBIOManager
 from dagster_duckdb.io_manager import DuckDbClient
 
-HOME_ENV = "REGIME_ASSETS_HOME"
+from regime_assets.home.paths import HOME_ENV, default_home, warehouse_path  # noqa: F401 (kept importable here)
+
 APPEND_KEY = "append_only_key"
 DEFAULT_SCHEMA = "main"
-
-
-def default_home() -> Path:
-    """$REGIME_ASSETS_HOME, else `.regime_assets/` in the project (the folder with pyproject.toml), else cwd."""
-    env = os.environ.get(HOME_ENV)
-    if env:
-        return Path(env).expanduser().resolve()
-    project = Path(__file__).resolve().parents[2]
-    if (project / "pyproject.toml").exists():
-        return project / ".regime_assets"
-    return Path.cwd() / ".regime_assets"
-
-
-def warehouse_path(home: Path | str) -> Path:
-    return Path(home) / "warehouse.duckdb"
 
 
 def _qualified(table_slice: TableSlice) -> str:
