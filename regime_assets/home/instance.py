@@ -57,6 +57,8 @@ storage:
       username: {username}
       password: {password}
       db_name: {db_name}
+      # dagster-postgres installs psycopg2; SQLAlchemy 2.1's default PostgreSQL driver is psycopg 3
+      scheme: postgresql+psycopg2
 run_monitoring:
   enabled: true
   poll_interval_seconds: 30
@@ -111,10 +113,41 @@ def instance_lock(dagster_home: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+WAREHOUSE_POOL = "warehouse"
+
+
+def pin_pool_limits(instance, pools: tuple[str, ...] = (WAREHOUSE_POOL,)) -> dict[str, int]:
+    """On a non-SQLite event log (PostgreSQL), set each pool's limit explicitly to the instance's
+    ``concurrency.pools.default_limit`` (the dagster.yaml stays the source of the number). Returns what was set.
+
+    Dagster fills a pool's limit from ``default_limit`` lazily, at the first claim, with an INSERT that falls back
+    to an UPDATE when the row exists (``initialize_concurrency_limit_to_default``). On PostgreSQL the failed INSERT
+    aborts the transaction and the UPDATE then fails with ``InFailedSqlTransaction`` (Dagster issue #33552): a run
+    crashes when two processes initialise a pool at once, or whenever ``default_limit`` changed since the pool was
+    first used. An explicitly set limit (``set_concurrency_slots``, as the UI's "edit pool limit" does) is never
+    re-initialised, so that path is never taken. SQLite homes keep the lazy default (its INSERT failure leaves the
+    transaction usable)."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    storage = instance.event_log_storage
+    limit = instance.global_op_concurrency_default_limit
+    if isinstance(storage, SqliteEventLogStorage) or limit is None or not storage.supports_global_concurrency_limits:
+        return {}
+    current = {p.name: p for p in storage.get_pool_limits()}
+    done = {}
+    for pool in pools:
+        have = current.get(pool)
+        if have is None or have.from_default or have.limit != limit:
+            storage.set_concurrency_slots(pool, int(limit))
+            done[pool] = int(limit)
+    return done
+
+
 def prepare_environment(spec: str | None, home: str | None) -> tuple[Path, Path]:
     """Set REGIME_ASSETS_SPEC / REGIME_ASSETS_HOME / DAGSTER_HOME for this process and its children, write the
     home's dagster.yaml when there is none (or an unedited one of an earlier release), and open the instance once
-    so its storage exists. Returns (home, DAGSTER_HOME)."""
+    so its storage exists (on PostgreSQL the pool limits are set explicitly, ``pin_pool_limits``). Returns
+    (home, DAGSTER_HOME)."""
     from regime_assets.spec import SPEC_ENV
 
     if spec:
@@ -133,6 +166,6 @@ def prepare_environment(spec: str | None, home: str | None) -> tuple[Path, Path]
             cfg.write_text(instance_yaml(dagster_home))
         from dagster import DagsterInstance
 
-        with DagsterInstance.get():  # opening creates and migrates the instance's storage
-            pass
+        with DagsterInstance.get() as instance:  # opening creates and migrates the instance's storage
+            pin_pool_limits(instance)
     return home_path, dagster_home

@@ -2,16 +2,15 @@
 ``regime_assets.home``."""
 
 
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import duckdb
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
 from regime_assets.core.model_store import ModelStore
 from regime_assets.home.paths import default_home, models_root, warehouse_path
+from regime_assets.resources.warehouse import locked_connection
 from regime_assets.spec import Spec, load_spec
 
 
@@ -51,20 +50,6 @@ class RegimeSettings(ConfigurableResource):
 
     @contextmanager
     def connect(self, read_only: bool = False, retries: int = 20):
-        """A DuckDB connection to the warehouse, retried while another process holds the write lock."""
-        delay = 0.2
-        for attempt in range(retries):
-            try:
-                conn = duckdb.connect(str(self.database), read_only=read_only)
-                break
-            except duckdb.IOException as err:
-                if attempt == retries - 1:
-                    raise RuntimeError(
-                        f"the warehouse {self.database} is locked by another process (another run is writing); "
-                        f"tried {retries} times: {err}") from err
-                time.sleep(delay)
-                delay = min(delay * 1.5, 5.0)
-        try:
+        """A DuckDB connection to the warehouse under its cross-process file lock (see ``warehouse_lock``)."""
+        with locked_connection(self.database, read_only=read_only, retries=retries) as conn:
             yield conn
-        finally:
-            conn.close()
