@@ -40,6 +40,20 @@ def _steps(instance, run_id: str) -> dict[str, float]:
     return out
 
 
+def _worker_startup(instance, run_id: str) -> dict[str, float]:
+    """Per step of a multiprocess run: STEP_WORKER_STARTING -> STEP_START (Dagster's start-up of the step process)."""
+    start, out = {}, {}
+    for entry in instance.all_logs(run_id):
+        ev = entry.dagster_event
+        if ev is None or not ev.step_key:
+            continue
+        if ev.event_type_value == "STEP_WORKER_STARTING":
+            start[ev.step_key] = entry.timestamp
+        elif ev.event_type_value == "STEP_START" and ev.step_key in start:
+            out[ev.step_key] = entry.timestamp - start[ev.step_key]
+    return out
+
+
 def _fits(instance, run_id: str) -> dict[str, dict[str, float]]:
     out = {}
     for entry in instance.all_logs(run_id):
@@ -92,9 +106,14 @@ def main() -> int:
             wall = time.perf_counter() - t
             assert res.success, f"{mode} run {res.run_id} failed"
             steps, fits = _steps(instance, res.run_id), _fits(instance, res.run_id)
-            runs.append({"mode": mode, "wall_seconds": wall, "steps": steps, "fits": fits})
-            print(f"{mode:>12}: {wall:6.1f} s wall; steps " + ", ".join(f"{k} {v:.1f}" for k, v in
-                                                                      sorted(steps.items())))
+            startup = _worker_startup(instance, res.run_id)
+            runs.append({"mode": mode, "wall_seconds": wall, "steps": steps, "fits": fits, "worker_startup": startup,
+                         "load_average": os.getloadavg()})
+            print(f"{mode:>12}: {wall:6.1f} s wall (load {os.getloadavg()[0]:.1f}); steps " + ", ".join(
+                f"{k} {v:.1f}" for k, v in sorted(steps.items())))
+            if startup:
+                print(f"{'':>12}  step process start-up (STEP_WORKER_STARTING -> STEP_START): mean "
+                      f"{sum(startup.values()) / len(startup):.1f} s, max {max(startup.values()):.1f} s")
     ip = [r for r in runs if r["mode"] == "in_process"]
     mp = [r for r in runs if r["mode"] == "multiprocess"]
     fits = ip[-1]["fits"]
@@ -102,6 +121,7 @@ def main() -> int:
     for k, v in sorted(fits.items(), key=lambda kv: -kv[1].get("train_cpu_seconds", 0)):
         print(f"  {k:<24} {v.get('train_seconds', float('nan')):7.2f} {v.get('train_cpu_seconds', float('nan')):7.2f}")
     cpu = sum(v.get("train_cpu_seconds", 0) for v in fits.values())
+    startups = [x for r in mp for x in r["worker_startup"].values()]
     longest = max(v.get("train_cpu_seconds", 0) for v in fits.values())
     ip_wall = min(r["wall_seconds"] for r in ip)
     mp_wall = min(r["wall_seconds"] for r in mp)
@@ -114,6 +134,7 @@ def main() -> int:
         "speedup": ip_wall / mp_wall, "sum_model_fit_cpu_s": cpu, "longest_model_fit_cpu_s": longest,
         "fit_share_of_in_process_wall": cpu / ip_wall,
         "critical_path_s(all model steps at once: longest model step + meta step, multiprocess)": critical,
+        "mean_step_process_startup_s": sum(startups) / max(len(startups), 1),
         "runs": runs,
     }
     print(f"\nin-process {ip_wall:.1f} s, multiprocess (max_concurrent {args.max_concurrent}) {mp_wall:.1f} s: "

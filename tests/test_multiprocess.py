@@ -121,3 +121,23 @@ def test_the_warehouse_lock_is_exclusive_across_processes_and_reentrant_within_o
         proc.join(60)
     assert waited > 0.5, f"the lock was taken while another process held it (waited {waited:.2f} s)"
     assert Path(db + ".lock").exists()
+
+
+def test_the_executor_comes_from_the_environment(monkeypatch, tmp_path):
+    from dagster import in_process_executor, multiprocess_executor
+
+    from regime_assets.definitions import EXECUTOR_ENV, build_definitions, executor_from_env
+
+    monkeypatch.delenv(EXECUTOR_ENV, raising=False)
+    assert executor_from_env() is in_process_executor
+    monkeypatch.setenv(EXECUTOR_ENV, "multiprocess")
+    defs = build_definitions(spec_path=str(TINY), home=str(tmp_path))
+    assert defs.resolve_job_def("retrain").executor_def is multiprocess_executor
+    assert defs.resolve_implicit_global_asset_job_def().executor_def is multiprocess_executor
+    monkeypatch.setenv(EXECUTOR_ENV, "celery")
+    with pytest.raises(ValueError, match="REGIME_ASSETS_EXECUTOR='celery'"):
+        executor_from_env()
+    # the model assets hold no pool slot; the other warehouse assets keep theirs
+    pools = {a.key.to_user_string(): a.op.pool for a in defs.assets if getattr(a, "op", None) is not None
+             and len(a.keys) == 1}
+    assert pools["model_rf"] is None and pools["features"] == "warehouse"
