@@ -52,7 +52,7 @@ class ReplayState:
 def prepare(spec: Spec) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(market_context, regime_labels, labeled) on the full history, with ``label_known_on`` per row."""
     data = load_source(spec.data)
-    ctx, _ = build_market_context(data.index, data.vix, spec.vix_proxy)
+    ctx, _ = build_market_context(data.index, data.vix, spec.vix_proxy, spec.regimes)
     regimes = label_regimes(data.prices, ctx, spec.regimes)
     feats = build_features(data.prices, ctx, data.sectors, spec.features)
     labeled = build_labels(feats, regimes, spec.labels, data.prices)

@@ -64,17 +64,37 @@ class DataSpec(_Strict):
 
 
 class VixProxySpec(_Strict):
-    short_window: int = Field(default=5, ge=2)
-    long_window: int = Field(default=21, ge=5)
-    ewma_lambda: float = Field(default=0.94, gt=0, lt=1)
+    windows: list[int] = Field(default=[5, 10, 21, 63], min_length=1,
+                               description="Realized-volatility windows (trading days) of the proxy.")
+    drawdown_windows: list[int] = Field(default=[21, 252], description="Drawdown from the high of the last d days.")
+    drawdown_clip: list[float] = Field(
+        default=[-0.157424, -0.197782],
+        description="Per drawdown window, the deepest drawdown the fit saw (bundled 2014-2018 overlap); deeper "
+                    "drawdowns are held at it, so the fitted slope is never extrapolated.")
+    holdout_start: dt.date | None = Field(
+        default=dt.date(2017, 1, 1), description="Out-of-sample check: fit on the overlap before this date, score "
+                                                 "from it (None: the later holdout_fraction).")
     holdout_fraction: float = Field(default=0.3, gt=0, lt=0.9, description="Later part of the overlap held out.")
     calibration: Literal["fixed", "overlap"] = Field(
         default="fixed", description="fixed: use `coefficients` (strictly point-in-time); overlap: refit on the "
                                      "data's real-VIX overlap (uses later data for earlier proxy values).")
     coefficients: list[float] = Field(
-        default=[6.8406, 0.15352, -0.07909, 0.61127], min_length=4, max_length=4,
-        description="intercept, rv_short, rv_long, ewma: fitted on the bundled 2014-2018 overlap.")
+        default=[1.96492, 0.033519, 0.002177, 0.045114, 0.098615, -5.238121, -0.82892], min_length=4,
+        description="ln VIX = intercept + sum_w c_w sqrt(rv_w) + sum_d c_d max(dd_d, clip_d): intercept, one per "
+                    "window, one per drawdown window; fitted on the bundled 2014-2018 overlap.")
     floor: float = Field(default=9.0, ge=0, description="Lowest proxy value (VIX has never closed below ~9).")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "VixProxySpec":
+        need = 1 + len(self.windows) + len(self.drawdown_windows)
+        if len(self.coefficients) != need:
+            raise ValueError(f"vix_proxy: coefficients needs {need} values (intercept, {len(self.windows)} windows, "
+                             f"{len(self.drawdown_windows)} drawdown windows), got {len(self.coefficients)}")
+        if len(self.drawdown_clip) != len(self.drawdown_windows):
+            raise ValueError("vix_proxy: drawdown_clip needs one value per drawdown window")
+        if any(w < 2 for w in self.windows) or any(d < 2 for d in self.drawdown_windows):
+            raise ValueError("vix_proxy: windows and drawdown windows must be >= 2 days")
+        return self
 
 
 class RegimeSpec(_Strict):
