@@ -28,7 +28,7 @@ from regime_assets.core.features import build_features
 from regime_assets.core.labels import build_labels
 from regime_assets.core.market import build_market_context
 from regime_assets.core.models import feature_columns, fit_model
-from regime_assets.core.monitoring import reference_and_current
+from regime_assets.core.monitoring import drift_windows
 from regime_assets.core.regimes import label_regimes
 from regime_assets.core.sampling import balanced_sample
 from regime_assets.core.sources import load_source
@@ -37,7 +37,8 @@ from regime_assets.core.weights import sample_weights
 from regime_assets.spec import EventSpec, Spec
 
 TIMELINE_SCHEMA = {"as_of": pl.Date, "drift_score": pl.Float64, "feature_score": pl.Float64,
-                   "regime_score": pl.Float64, "prediction_score": pl.Float64, "vix": pl.Float64,
+                   "regime_score": pl.Float64, "prediction_score": pl.Float64, "domain_score": pl.Float64,
+                   "vix": pl.Float64,
                    "crash_share": pl.Float64, "retrain": pl.Boolean, "trigger": pl.Utf8,
                    "captured_event": pl.Utf8, "model_trained_on": pl.Date, "seconds": pl.Float64}
 
@@ -125,9 +126,10 @@ def run_replay(spec: Spec, start: dt.date, end: dt.date, every: str, out_dir: Pa
         lab_t = visible(labeled, as_of)
         if state.model is None:
             state.record, state.model = train(spec, lab_t, known_events(spec, state, as_of), as_of)
-        ref, cur, ref_pred, cur_pred, info = reference_and_current(lab_t, state.record, state.model, spec, as_of)
+        win = drift_windows(lab_t, spec, as_of, state.record, state.model)
         feats = [c for c in lab_t.columns if c.startswith("f_")]
-        _, summary = drift_report(ref, cur, feats, spec.drift, ref_pred, cur_pred, info["ref_pred_dates"])
+        _, summary = drift_report(win.reference, win.current, feats, spec.drift, win.ref_pred, win.cur_pred,
+                                  win.ref_pred_dates)
         score = summary["score"]
         cand = find_candidate_events(ctx, regimes, score, as_of, known_events(spec, state, as_of), spec.capture,
                                      drift_weeks=spec.drift.current_weeks)
@@ -145,6 +147,7 @@ def run_replay(spec: Spec, start: dt.date, end: dt.date, every: str, out_dir: Pa
         cs = crash_daily.filter(pl.col("date") == as_of)["crash_share"]
         rows.append({"as_of": as_of, "drift_score": score, "feature_score": summary["feature_score"],
                      "regime_score": summary["regime_score"], "prediction_score": summary["prediction_score"],
+                     "domain_score": summary["domain_score"],
                      "vix": float(vix[0]) if vix.len() else None, "crash_share": float(cs[0]) if cs.len() else None,
                      "retrain": bool(triggers), "trigger": "+".join(triggers) or None,
                      "captured_event": ",".join(new_ids) or None,

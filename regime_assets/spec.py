@@ -322,7 +322,10 @@ class DriftSpec(_Strict):
     psi_bins: int = Field(default=10, ge=2)
     psi_moderate: float = 0.1
     psi_major: float = 0.25
-    score_weights: dict[str, float] = {"feature": 0.5, "regime": 0.3, "prediction": 0.2}
+    reference_years: float = Field(default=3.0, gt=0, le=50, description=(
+        "Reference = the last reference_years of the rolling window's rows before the current weeks (archive and "
+        "replay rows excluded)."))
+    score_weights: dict[str, float] = {"feature": 0.45, "regime": 0.25, "prediction": 0.15, "domain": 0.15}
     retrain_threshold: float = Field(default=0.15, ge=0, le=1)
     top_features: int = Field(default=10, ge=1)
     calibration: Literal["reference_windows", "none"] = Field(
@@ -331,14 +334,26 @@ class DriftSpec(_Strict):
                     "current_weeks show (see core/drift.py); none: raw PSI/TVD components.")
     null_quantile: float = Field(default=0.95, gt=0, lt=1, description="Quantile of the reference windows' statistic.")
     min_null_windows: int = Field(default=4, ge=2, description="Fewer reference windows: the raw component is used.")
-    z_floor: float = Field(default=1.0, gt=0, description="Floor of the null quantile for the mean shift (in sd).")
+    ks_floor: float = Field(default=0.1, gt=0, le=1, description="Floor of the null quantile for the KS statistic.")
+    wasserstein_floor: float = Field(default=0.25, gt=0, description="Floor of the null quantile for the "
+                                                                     "Wasserstein distance (in reference sd).")
+    domain_classifier: bool = Field(default=True, description="Score the domain classifier (current vs reference).")
+    domain_max_window: int = Field(default=10, ge=1, description="Domain classifier: features whose windows are "
+                                                                 "all at most this many days.")
+    domain_null_windows: int = Field(default=6, ge=2, description="Reference windows the classifier's null uses.")
+    domain_folds: int = Field(default=3, ge=2, description="Cross-validation folds (by date).")
+    domain_trees: int = Field(default=30, ge=5, description="LightGBM trees of the domain classifier.")
+    domain_max_rows: int = Field(default=4000, ge=100, description="Reference rows the classifier sees (sampled).")
+    domain_floor: float = Field(default=0.05, gt=0, le=0.5, description="Floor of the null quantile of AUROC - 0.5.")
     tvd_floor: float = Field(default=0.05, gt=0, le=1, description="Floor of the null quantile for regime/prediction TVD.")
 
     @field_validator("score_weights")
     @classmethod
     def _sw(cls, v: dict[str, float]) -> dict[str, float]:
-        if set(v) != {"feature", "regime", "prediction"}:
-            raise ValueError("score_weights must name feature, regime, prediction")
+        extra = set(v) - {"feature", "regime", "prediction", "domain"}
+        if extra or not v:
+            raise ValueError("score_weights may name only feature, regime, prediction, domain (a missing one "
+                             f"weighs 0); got {sorted(extra)}")
         if abs(sum(v.values()) - 1) > 1e-6 or any(x < 0 for x in v.values()):
             raise ValueError("score_weights must be >= 0 and sum to 1")
         return v

@@ -11,7 +11,7 @@ from regime_assets.core import archive as archive_core
 from regime_assets.core import plots
 from regime_assets.core.capture import as_event_specs, find_candidate_events
 from regime_assets.core.drift import drift_report as compute_drift
-from regime_assets.core.monitoring import reference_and_current
+from regime_assets.core.monitoring import drift_windows
 from regime_assets.resources.settings import RegimeSettings
 from regime_assets.resources.warehouse import APPEND_KEY, DEFAULT_SCHEMA, write_table
 
@@ -42,8 +42,10 @@ def _drift_history(context: AssetExecutionContext, limit: int = 60) -> pl.DataFr
 
 
 @asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse", deps=["production_model"],
-       description="Drift of the most recent weeks against the production model's training window: per-feature "
-                   "PSI (reference deciles) and KS, regime-mix drift, prediction drift, and one score in [0, 1] "
+       description="Drift of the most recent weeks against the recent past (the rolling window's last "
+                   "drift.reference_years before them; archive and replay rows excluded): per-feature PSI, KS and "
+                   "Wasserstein, regime-mix drift, prediction drift of the production model, a cross-validated "
+                   "domain classifier, each calibrated on the reference's own windows, and one score in [0, 1] "
                    "(formula in docs/ARCHITECTURE.md). The drift sensor reads `drift_score`.")
 def drift_report(context: AssetExecutionContext, settings: RegimeSettings,
                  labeled_samples: pl.DataFrame) -> Output[pl.DataFrame]:
@@ -52,26 +54,36 @@ def drift_report(context: AssetExecutionContext, settings: RegimeSettings,
     model = None
     if record is not None:
         model = settings.model_store.load(record["model_name"], record["version"])
-    ref, cur, ref_pred, cur_pred, info = reference_and_current(labeled_samples, record, model, spec)
+    win = drift_windows(labeled_samples, spec, record=record, model=model)
     feats = [c for c in labeled_samples.columns if c.startswith("f_")]
-    table, summary = compute_drift(ref, cur, feats, spec.drift, ref_pred, cur_pred, info["ref_pred_dates"])
+    table, summary = compute_drift(win.reference, win.current, feats, spec.drift, win.ref_pred, win.cur_pred,
+                                   win.ref_pred_dates)
     history = pl.concat([_drift_history(context), pl.DataFrame(
-        {"date": [info["as_of"]], "score": [summary["score"]]})]).unique("date", keep="last").sort("date")
+        {"date": [win.as_of], "score": [summary["score"]]})]).unique("date", keep="last").sort("date")
+    components = {c: round(float(summary[f"{c}_score"]), 6) for c in ("feature", "regime", "prediction", "domain")}
     meta = {
         "drift_score": num(round(summary["score"], 6)),
         "feature_score": num(summary["feature_score"]),
         "regime_score": num(summary["regime_score"]),
         "prediction_score": num(summary["prediction_score"]),
+        "domain_score": num(summary["domain_score"]),
+        "components": MetadataValue.json({"calibrated": components, "weights": summary["weights"],
+                                          "raw": summary["raw"], "null_quantiles": summary["null_quantiles"]}),
         "raw_components": MetadataValue.json(summary["raw"]),
         "calibration": MetadataValue.text(f"{summary['calibration']} ({summary['null_windows']} reference windows "
                                           f"of {spec.drift.current_weeks} weeks, q{spec.drift.null_quantile:g})"),
         "retrain_threshold": num(spec.drift.retrain_threshold),
         "above_threshold": MetadataValue.bool(bool(summary["above_threshold"])),
-        "as_of": MetadataValue.text(str(info["as_of"])),
+        "as_of": MetadataValue.text(str(win.as_of)),
         "reference": MetadataValue.text(f"{summary['reference_start']}..{summary['reference_end']} "
-                                        f"({summary['n_reference']} rows; {info['reference_from']})"),
+                                        f"({summary['n_reference']} rows; {win.reference_from})"),
+        "reference_window": MetadataValue.text(f"{win.reference_start}..{win.reference_end}"),
         "current": MetadataValue.text(f"{summary['current_start']}..{summary['current_end']} "
                                       f"({summary['n_current']} rows)"),
+        "prediction_reference": MetadataValue.text(win.prediction_reference),
+        "domain_classifier": MetadataValue.text(
+            f"AUROC {summary['raw']['domain_auc']} on {summary['domain_features']} features (null q "
+            f"{summary['null_quantiles']['domain_auc']})" if summary["domain_available"] else "not available"),
         "top_drifted_features": md(table.head(spec.drift.top_features)),
         "features_major": num(summary["n_major"]),
         "features_moderate": num(summary["n_moderate"]),
@@ -83,7 +95,11 @@ def drift_report(context: AssetExecutionContext, settings: RegimeSettings,
                                                  "drift score and top drifted features")),
         "spec_hash": MetadataValue.text(spec.spec_hash),
     }
-    out = table.with_columns(pl.lit(info["as_of"]).alias("as_of"), pl.lit(summary["score"]).alias("drift_score"))
+    out = table.with_columns(
+        pl.lit(win.as_of).alias("as_of"), pl.lit(summary["score"]).alias("drift_score"),
+        *[pl.lit(v, dtype=pl.Float64).alias(f"{c}_score") for c, v in components.items()],
+        pl.lit(win.reference_start).alias("reference_start"), pl.lit(win.reference_end).alias("reference_end"),
+        pl.lit(win.current_start).alias("current_start"))
     return Output(out, metadata=meta)
 
 
