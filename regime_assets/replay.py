@@ -22,7 +22,13 @@ from pathlib import Path
 import polars as pl
 
 from regime_assets.core import archive as archive_core
-from regime_assets.core.capture import as_event_specs, find_candidate_events
+from regime_assets.core.capture import (
+    STATUS_CREATED,
+    STATUS_EXTENDED,
+    as_event_specs,
+    find_candidate_events,
+    plan_retrains,
+)
 from regime_assets.core.drift import drift_report
 from regime_assets.core.features import build_features
 from regime_assets.core.labels import build_labels
@@ -40,14 +46,24 @@ TIMELINE_SCHEMA = {"as_of": pl.Date, "drift_score": pl.Float64, "feature_score":
                    "regime_score": pl.Float64, "prediction_score": pl.Float64, "domain_score": pl.Float64,
                    "vix": pl.Float64,
                    "crash_share": pl.Float64, "retrain": pl.Boolean, "trigger": pl.Utf8,
-                   "captured_event": pl.Utf8, "model_trained_on": pl.Date, "seconds": pl.Float64}
+                   "captured_event": pl.Utf8, "extended_event": pl.Utf8, "model_trained_on": pl.Date, "seconds": pl.Float64}
 
 
 @dataclass
 class ReplayState:
     record: dict | None = None
     model: object | None = None
-    captured: list[EventSpec] = field(default_factory=list)
+    captured: list[EventSpec] = field(default_factory=list)  # each captured event at its latest extent
+    history: pl.DataFrame | None = None  # every (event, extent) row the capture rule produced, as new_rare_events
+
+    def absorb(self, cand: pl.DataFrame, as_of: dt.date) -> None:
+        """Add new events, move the end of extended ones, and keep the rows."""
+        by_id = {e.id: e for e in self.captured}
+        for e in as_event_specs(cand, as_of):
+            by_id[e.id] = e
+        self.captured = sorted(by_id.values(), key=lambda e: e.start)
+        if cand.height:
+            self.history = cand if self.history is None else pl.concat([self.history, cand], how="vertical_relaxed")
 
 
 def prepare(spec: Spec) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -79,8 +95,13 @@ def visible(labeled: pl.DataFrame, as_of: dt.date) -> pl.DataFrame:
         pl.when(known).then(pl.col("fwd_return")).otherwise(None).alias("fwd_return"))
 
 
+def seeded_events(spec: Spec, as_of: dt.date) -> list[EventSpec]:
+    """The spec's seeded events known at ``as_of`` (ended before it)."""
+    return [e for e in spec.events if e.end < as_of]
+
+
 def known_events(spec: Spec, state: ReplayState, as_of: dt.date) -> list[EventSpec]:
-    return [e for e in spec.events if e.end < as_of] + state.captured
+    return seeded_events(spec, as_of) + state.captured
 
 
 def train(spec: Spec, labeled_t: pl.DataFrame, events: list[EventSpec], as_of: dt.date) -> tuple[dict, object]:
@@ -131,14 +152,16 @@ def run_replay(spec: Spec, start: dt.date, end: dt.date, every: str, out_dir: Pa
         _, summary = drift_report(win.reference, win.current, feats, spec.drift, win.ref_pred, win.cur_pred,
                                   win.ref_pred_dates)
         score = summary["score"]
-        cand = find_candidate_events(ctx, regimes, score, as_of, known_events(spec, state, as_of), spec.capture,
-                                     drift_weeks=spec.drift.current_weeks)
-        new_ids = cand["event_id"].to_list()
-        state.captured += as_event_specs(cand, as_of)
+        cand = find_candidate_events(ctx, regimes, score, as_of, seeded_events(spec, as_of), spec.capture,
+                                     drift_weeks=spec.drift.current_weeks, growable_events=state.captured)
+        cand = plan_retrains(cand, state.history, spec.capture.regrow_days)
+        new_ids = cand.filter(pl.col("status") == STATUS_CREATED)["event_id"].to_list()
+        grown = cand.filter(pl.col("status") == STATUS_EXTENDED)
+        state.absorb(cand, as_of)
         triggers = []
         if score >= threshold:
             triggers.append("drift sensor")
-        if new_ids:
+        if cand["retrain"].any():
             triggers.append("new-event sensor")
         trained_on = state.record["version"]
         if triggers:
@@ -151,11 +174,14 @@ def run_replay(spec: Spec, start: dt.date, end: dt.date, every: str, out_dir: Pa
                      "vix": float(vix[0]) if vix.len() else None, "crash_share": float(cs[0]) if cs.len() else None,
                      "retrain": bool(triggers), "trigger": "+".join(triggers) or None,
                      "captured_event": ",".join(new_ids) or None,
+                     "extended_event": ",".join(f"{e}@{n}" for e, n in grown.select("event_id", "extent_days")
+                                                .iter_rows()) or None,
                      "model_trained_on": dt.date.fromisoformat(trained_on), "seconds": time.perf_counter() - s0})
         if verbose:
             r = rows[-1]
             flag = f"  RETRAIN ({r['trigger']})" if r["retrain"] else ""
             ev = f"  CAPTURED {r['captured_event']}" if r["captured_event"] else ""
+            ev += f"  EXTENDED {r['extended_event']}" if r["extended_event"] else ""
             print(f"{as_of}  drift {score:.3f}  vix {r['vix']:.1f}  crash share {r['crash_share']:.2f}{flag}{ev}")
     timeline = pl.DataFrame(rows, schema=TIMELINE_SCHEMA)
     total = time.perf_counter() - t0

@@ -366,6 +366,9 @@ class CaptureSpec(_Strict):
     crash_share: float = Field(default=0.5, gt=0, le=1)
     default_weight: float = Field(default=0.10, gt=0, le=1)
     lookback_days: int = Field(default=63, ge=1, description="Trading days scanned before the as-of date.")
+    regrow_days: int = Field(default=10, ge=1, description=(
+        "A captured event that keeps growing starts another retraining run each time its extent has grown by "
+        "this many trading days since its last run."))
 
 
 class ReplayBufferSpec(_Strict):

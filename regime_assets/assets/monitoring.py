@@ -6,10 +6,16 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, AssetSpec, MetadataValue, Output, asset
 
 from regime_assets.assets._meta import md, num, plot_md
-from regime_assets.assets.state import captured_events, production_record
+from regime_assets.assets.state import captured_events, captured_history, production_record
 from regime_assets.core import archive as archive_core
 from regime_assets.core import plots
-from regime_assets.core.capture import as_event_specs, find_candidate_events
+from regime_assets.core.capture import (
+    STATUS_CREATED,
+    STATUS_EXTENDED,
+    as_event_specs,
+    find_candidate_events,
+    plan_retrains,
+)
 from regime_assets.core.drift import drift_report as compute_drift
 from regime_assets.core.monitoring import drift_windows
 from regime_assets.resources.settings import RegimeSettings
@@ -104,11 +110,14 @@ def drift_report(context: AssetExecutionContext, settings: RegimeSettings,
 
 
 @asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
-       metadata={APPEND_KEY: ["event_id"]},
+       metadata={APPEND_KEY: ["event_id", "end"]},
        description="Events captured by the rule: VIX > 40 for 3+ days, or drift score > 0.25, or crash share > "
-                   "50 % of symbols, over a window overlapping no existing event. Append-only (key event_id); "
-                   "each new event's samples are appended to `rare_event_archive` at once. The new-event sensor "
-                   "starts a retraining run per new event id.")
+                   "50 % of symbols, over a window overlapping no seeded event. An episode that keeps going extends "
+                   "its captured event (same id, later end). Append-only, one row per event and extent (key "
+                   "event_id, end); the samples of each new or extended window are appended to "
+                   "`rare_event_archive` at once. The new-event sensor starts a retraining run per row with "
+                   "`retrain` (a new event, or one grown by capture.regrow_days trading days), run key "
+                   "`event_id@extent_days`.")
 def new_rare_events(context: AssetExecutionContext, settings: RegimeSettings, market_context: pl.DataFrame,
                     regime_labels: pl.DataFrame, drift_report: pl.DataFrame,
                     labeled_samples: pl.DataFrame) -> Output[pl.DataFrame]:
@@ -116,12 +125,14 @@ def new_rare_events(context: AssetExecutionContext, settings: RegimeSettings, ma
     as_of = drift_report["as_of"][0] if drift_report.height else regime_labels["date"].max()
     score = float(drift_report["drift_score"][0]) if drift_report.height else None
     already = captured_events(settings)
-    existing = list(spec.events) + already
-    cand = find_candidate_events(market_context, regime_labels, score, as_of, existing, spec.capture,
-                                 drift_weeks=spec.drift.current_weeks)
+    cand = find_candidate_events(market_context, regime_labels, score, as_of, list(spec.events), spec.capture,
+                                 drift_weeks=spec.drift.current_weeks, growable_events=already)
+    cand = plan_retrains(cand, captured_history(settings), spec.capture.regrow_days)
     cand = cand.with_columns(pl.lit(as_of).alias("captured_as_of"),
                              pl.lit(context.run.run_id).alias("captured_by_run"))
-    new_ids = cand["event_id"].to_list()
+    new_ids = cand.filter(pl.col("status") == STATUS_CREATED)["event_id"].to_list()
+    grown = cand.filter(pl.col("status") == STATUS_EXTENDED)["event_id"].to_list()
+    runs = cand.filter(pl.col("retrain")).select("event_id", "extent_days", "run_key").to_dicts()
     appended = 0
     if cand.height:
         rows, _ = archive_core.build_archive(labeled_samples, as_event_specs(cand, as_of))
@@ -129,10 +140,12 @@ def new_rare_events(context: AssetExecutionContext, settings: RegimeSettings, ma
             appended = write_table(conn, DEFAULT_SCHEMA, "rare_event_archive", rows, archive_core.ARCHIVE_KEY)
         context.log_event(AssetMaterialization(
             asset_key="rare_event_archive",
-            description=f"{appended} rows of captured events {new_ids} appended",
-            metadata={"rows_appended": num(appended), "captured_events": MetadataValue.json(new_ids)}))
+            description=f"{appended} rows of captured events {new_ids + grown} appended",
+            metadata={"rows_appended": num(appended), "captured_events": MetadataValue.json(new_ids + grown)}))
     meta = {
         "new_event_ids": MetadataValue.json(new_ids),
+        "extended_event_ids": MetadataValue.json(grown),
+        "retrain_runs": MetadataValue.json(runs),
         "new_events": num(len(new_ids)),
         "captured_events_total": num(len(already) + len(new_ids)),
         "archive_rows_appended": num(appended),
@@ -142,9 +155,11 @@ def new_rare_events(context: AssetExecutionContext, settings: RegimeSettings, ma
         "rule": MetadataValue.text(
             f"VIX > {spec.capture.vix_level} for >= {spec.capture.vix_days} days, or drift > "
             f"{spec.capture.drift_score}, or crash share > {spec.capture.crash_share}; no overlap with "
-            f"{len(existing)} existing events"),
+            f"{len(spec.events)} seeded events; {len(already)} captured events may grow (a retraining run per "
+            f"{spec.capture.regrow_days} trading days of growth)"),
     }
-    context.log.info(f"captured events: {new_ids or 'none'}")
+    context.log.info(f"captured events: new {new_ids or 'none'}, extended {grown or 'none'}; runs "
+                     f"{[r['run_key'] for r in runs] or 'none'}")
     return Output(cand, metadata=meta)
 
 
