@@ -30,7 +30,7 @@ def build_definitions(spec_path: str | None = None, home: str | None = None) -> 
         samples.sample_weights,
         *training.training_assets(spec),
         *evaluation.evaluation_assets(spec),
-        monitoring.drift_report, monitoring.new_rare_events, monitoring.replay_timeline,
+        monitoring.drift_report, monitoring.new_rare_events, monitoring.rewind_timeline,
         runs.training_runs,
     ]
     checks = load_asset_checks_from_modules([ingest, regimes, samples, evaluation])

@@ -341,9 +341,9 @@ class DriftSpec(_Strict):
     domain_max_window: int = Field(default=10, ge=1, description="Domain classifier: features whose windows are "
                                                                  "all at most this many days.")
     domain_null_windows: int = Field(default=6, ge=2, description="Reference windows the classifier's null uses.")
-    domain_folds: int = Field(default=3, ge=2, description="Cross-validation folds (by date).")
-    domain_trees: int = Field(default=30, ge=5, description="LightGBM trees of the domain classifier.")
-    domain_max_rows: int = Field(default=4000, ge=100, description="Reference rows the classifier sees (sampled).")
+    domain_folds: int = Field(default=2, ge=2, description="Cross-validation folds (by date).")
+    domain_trees: int = Field(default=20, ge=5, description="LightGBM trees of the domain classifier.")
+    domain_max_rows: int = Field(default=2000, ge=100, description="Reference rows the classifier sees (sampled).")
     domain_floor: float = Field(default=0.05, gt=0, le=0.5, description="Floor of the null quantile of AUROC - 0.5.")
     tvd_floor: float = Field(default=0.05, gt=0, le=1, description="Floor of the null quantile for regime/prediction TVD.")
 
@@ -376,8 +376,8 @@ class ReplayBufferSpec(_Strict):
     max_rows: int = Field(default=5000, ge=0)
 
 
-class ReplaySpec(_Strict):
-    model: str = Field(default="lightgbm", description="Model (by name in `models`) the replay retrains.")
+class RewindSpec(_Strict):
+    model: str = Field(default="lightgbm", description="Model (by name in `models`) the history rewind retrains.")
     n_estimators: int = Field(default=150, ge=10)
     max_train_rows: int = Field(default=20_000, ge=500)
 
@@ -414,7 +414,7 @@ class Spec(_Strict):
     capture: CaptureSpec = CaptureSpec()
     replay_buffer: ReplayBufferSpec = ReplayBufferSpec()
     automation: AutomationSpec = AutomationSpec()
-    replay: ReplaySpec = ReplaySpec()
+    rewind: RewindSpec = RewindSpec()
 
     @model_validator(mode="after")
     def _unique(self) -> "Spec":

@@ -427,3 +427,42 @@ def test_a_planted_shift_in_one_feature_lifts_the_score_and_a_calm_window_does_n
     assert s_moved["score"] >= spec.drift.retrain_threshold
     assert table["feature"][0] == "f_ret_5" and s_moved["top_features"] == ["f_ret_5"]
     assert s_moved["domain_available"] and s_moved["domain_score"] > s_calm["domain_score"]
+
+
+# ------------------------------------------------------------------------ the comparison rule (Evidently default)
+
+
+def test_default_rule_columns_and_dataset_share():
+    from regime_assets.core.drift_rules import default_rule
+
+    rng = np.random.default_rng(30)
+    n_ref, n_cur = 3000, 400
+    ref = pl.DataFrame({f"f_{i}": rng.normal(size=n_ref) for i in range(4)} | {"f_cat": rng.integers(0, 3, n_ref)})
+    cur = pl.DataFrame({f"f_{i}": rng.normal(size=n_cur) + (1.0 if i < 2 else 0.0) for i in range(4)}
+                       | {"f_cat": rng.integers(0, 3, n_cur)})
+    cols = [*ref.columns]
+    table, s = default_rule(ref, cur, cols)
+    rows = {r["column"]: r for r in table.iter_rows(named=True)}
+    assert rows["f_0"]["test"] == "wasserstein" and rows["f_cat"]["test"] == "jensenshannon"
+    assert rows["f_0"]["statistic"] == pytest.approx(
+        stats.wasserstein_distance(ref["f_0"].to_numpy(), cur["f_0"].to_numpy()) / np.std(ref["f_0"].to_numpy()))
+    assert rows["f_0"]["drifted"] and rows["f_1"]["drifted"] and not rows["f_2"]["drifted"]
+    assert not rows["f_cat"]["drifted"]
+    assert s["n_drifted"] == 2 and s["n_columns"] == 5 and s["share"] == pytest.approx(0.4)
+    assert not s["dataset_drift"]
+    cur3 = cur.with_columns(pl.col("f_2") + 1.0)
+    assert default_rule(ref, cur3, cols)[1]["dataset_drift"]  # 3 of 5 >= 50 %
+
+
+def test_default_rule_small_reference_uses_tests():
+    from regime_assets.core.drift_rules import default_rule
+
+    rng = np.random.default_rng(31)
+    ref = pl.DataFrame({"f_x": rng.normal(size=500), "f_c": rng.integers(0, 3, 500)})
+    cur = pl.DataFrame({"f_x": rng.normal(size=200) + 0.5, "f_c": rng.integers(0, 3, 200)})
+    table, s = default_rule(ref, cur, ["f_x", "f_c"])
+    rows = {r["column"]: r for r in table.iter_rows(named=True)}
+    assert rows["f_x"]["test"] == "ks" and rows["f_x"]["drifted"]
+    assert rows["f_x"]["statistic"] == pytest.approx(stats.ks_2samp(ref["f_x"].to_numpy(), cur["f_x"].to_numpy()).pvalue)
+    assert rows["f_c"]["test"] == "chisquare" and not rows["f_c"]["drifted"]
+    assert s["share"] == pytest.approx(0.5) and s["dataset_drift"]

@@ -163,18 +163,18 @@ def new_rare_events(context: AssetExecutionContext, settings: RegimeSettings, ma
     return Output(cand, metadata=meta)
 
 
-# Written by `regime-assets replay` (a history replay is a command, not a step of any job): the command stores the
+# Written by `regime-assets rewind` (a history rewind is a command, not a step of any job): the command stores the
 # timeline in the warehouse and reports a materialization with the plot, so the UI shows it beside drift_report.
-replay_timeline = AssetSpec(
-    "replay_timeline", group_name=GROUP, owners=OWNERS, kinds={"duckdb"},
-    description="History replay (`uv run regime-assets replay --start ... --end ... --every week`): per as-of "
+rewind_timeline = AssetSpec(
+    "rewind_timeline", group_name=GROUP, owners=OWNERS, kinds={"duckdb"},
+    description="History rewind (`uv run regime-assets rewind --start ... --end ... --every week`): per as-of "
                 "date the drift score and its components, VIX, crash share, whether the drift or new-event sensor "
                 "would have retrained, and captured events. Point-in-time: each step reads nothing after its date. "
-                "Reported by the replay command, not materialized by a job.")
+                "Reported by the rewind command, not materialized by a job.")
 
 
-def report_replay(instance, home, spec, timeline: pl.DataFrame, seconds: float, start, end, every: str) -> None:
-    """Store a replay's timeline as the ``replay_timeline`` table and report its materialization (with the plot)
+def report_rewind(instance, home, spec, timeline: pl.DataFrame, seconds: float, start, end, every: str) -> None:
+    """Store a rewind's timeline as the ``rewind_timeline`` table and report its materialization (with the plot)
     on ``instance``, so the UI shows it in the monitoring group."""
     import duckdb
 
@@ -183,7 +183,7 @@ def report_replay(instance, home, spec, timeline: pl.DataFrame, seconds: float, 
 
     home.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(str(warehouse_path(home))) as conn:
-        write_table(conn, DEFAULT_SCHEMA, "replay_timeline", timeline)
+        write_table(conn, DEFAULT_SCHEMA, "rewind_timeline", timeline)
     caps = [c for c in timeline["captured_event"].to_list() if c]
     retrains = timeline.filter(pl.col("retrain"))
     meta = {
@@ -198,7 +198,7 @@ def report_replay(instance, home, spec, timeline: pl.DataFrame, seconds: float, 
                                             "captured_event"), 60),
         "timeline_plot": plot_md(plots.png_markdown(plots.replay_timeline_plot(timeline,
                                                                                spec.drift.retrain_threshold),
-                                                    "replay timeline")),
+                                                    "rewind timeline")),
         "spec_hash": MetadataValue.text(spec.spec_hash),
     }
-    instance.report_runless_asset_event(AssetMaterialization(asset_key="replay_timeline", metadata=meta))
+    instance.report_runless_asset_event(AssetMaterialization(asset_key="rewind_timeline", metadata=meta))
