@@ -179,3 +179,20 @@ def test_bundled_size_is_fast():
     elapsed = time.perf_counter() - t
     assert arch.height == summ.get_column("rows").sum() > 0
     assert elapsed < 2.0
+
+
+def test_append_only_table_gains_new_columns_and_keeps_old_rows():
+    """new_rare_events written before events could grow (key event_id) then with extents (key event_id, end)."""
+    import duckdb
+
+    from regime_assets.resources.warehouse import write_table
+
+    con = duckdb.connect()
+    old = pl.DataFrame({"event_id": ["a"], "start": [dt.date(2020, 1, 1)], "end": [dt.date(2020, 1, 5)]})
+    assert write_table(con, "main", "ev", old, ["event_id"]) == 1
+    grown = pl.DataFrame({"event_id": ["a", "a"], "start": [dt.date(2020, 1, 1)] * 2,
+                          "end": [dt.date(2020, 1, 5), dt.date(2020, 1, 9)], "extent_days": [5, 9]})
+    assert write_table(con, "main", "ev", grown, ["event_id", "end"]) == 1  # the stored extent is not repeated
+    assert write_table(con, "main", "ev", grown, ["event_id", "end"]) == 0
+    rows = con.sql("select event_id, \"end\", extent_days from ev order by \"end\"").fetchall()
+    assert rows == [("a", dt.date(2020, 1, 5), None), ("a", dt.date(2020, 1, 9), 9)]
