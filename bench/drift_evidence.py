@@ -9,7 +9,8 @@ timelines (``<out>/rewind_<start>_<end>.csv``) and prints
 * calm years (2013, 2019): weeks with an alarm / weeks (drift score >= drift.retrain_threshold; Evidently: dataset
   drift, i.e. >= 50 % of the columns drifted);
 * each episode (the spec's seeded events 2008, 2011, 2015, 2018, 2020 crash, 2022): weeks from its start to the
-  first alarm at or after the start (within the episode; "-" = none).
+  first alarm at or after the start (within the episode; null = none), and to the first retraining run of any
+  trigger (drift or new-event sensor).
 
 ``--quick`` rewinds 2019-12-01..2020-04-30 only (a cost check). Timelines already in ``<out>`` are reused.
 """
@@ -51,6 +52,7 @@ def evidence(timeline: pl.DataFrame, spec) -> tuple[pl.DataFrame, pl.DataFrame]:
     calm = (tl.filter(pl.col("as_of").dt.year().is_in(CALM_YEARS))
             .group_by(pl.col("as_of").dt.year().alias("year"))
             .agg(pl.len().alias("weeks"), pl.col("score_alarm").sum().alias("score_alarms"),
+                 pl.col("retrain").sum().alias("retrains"),
                  pl.col("evidently_drift").sum().alias("evidently_alarms"),
                  pl.col("drift_score").max().round(3).alias("max_score"),
                  pl.col("evidently_share").mean().round(3).alias("mean_evidently_share"))
@@ -65,6 +67,7 @@ def evidence(timeline: pl.DataFrame, spec) -> tuple[pl.DataFrame, pl.DataFrame]:
         rows.append({"episode": eid, "start": e.start, "weeks_seen": inside.height,
                      "score_delay_weeks": _delay(tl, e.start, e.end, "score_alarm"),
                      "evidently_delay_weeks": _delay(tl, e.start, e.end, "evidently_drift"),
+                     "any_retrain_delay_weeks": _delay(tl, e.start, e.end, "retrain"),
                      "max_score": round(float(inside["drift_score"].max() or 0.0), 3) if inside.height else None})
     return calm, pl.DataFrame(rows)
 
