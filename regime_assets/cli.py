@@ -1,7 +1,7 @@
-"""`regime-assets`: materialize the graph, replay history, open the UI.
+"""`regime-assets`: materialize the graph, rewind history, open the UI.
 
     uv run regime-assets materialize [--spec PATH] [--select SELECTION] [--home DIR]
-    uv run regime-assets replay --start 2019-06-01 --end 2020-12-31 --every week
+    uv run regime-assets rewind --start 2019-06-01 --end 2020-12-31 --every week
     uv run regime-assets ui [--port 3000]
     uv run regime-assets spec [--spec PATH]          # print the resolved spec and its hash
     uv run regime-assets signals [--date D] [--top K] [--format table|csv|json]
@@ -28,7 +28,7 @@ from regime_assets.home.instance import (  # noqa: F401
     prepare_environment,
 )
 from regime_assets.home.instance import instance_lock as _instance_lock  # noqa: F401
-from regime_assets.home.paths import HOME_ENV
+from regime_assets.home.paths import HOME_ENV, default_home
 from regime_assets.home.runs import HOST_TAG, PID_TAG, process_tags, reclaim_dead_runs  # noqa: F401
 from regime_assets.spec import SPEC_ENV, SpecError, dump_spec, load_spec
 
@@ -96,26 +96,26 @@ def _first_failure(result) -> str:
     return "unknown failure"
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
+def cmd_rewind(args: argparse.Namespace) -> int:
     try:
         spec = load_spec(args.spec)
     except SpecError as err:
         return _fail(str(err))
-    from regime_assets.replay import run_replay
+    from regime_assets.rewind import run_rewind
 
     home, _ = prepare_environment(args.spec, args.home)
     start = dt.date.fromisoformat(args.start)
     end = dt.date.fromisoformat(args.end)
-    out = Path(args.out) if args.out else home / "replay"
+    out = Path(args.out) if args.out else home / "rewind"
     t0 = time.perf_counter()
-    timeline = run_replay(spec, start, end, args.every, out, verbose=True)
+    timeline = run_rewind(spec, start, end, args.every, out, verbose=True)
     from dagster import DagsterInstance
 
-    from regime_assets.assets.monitoring import report_replay
+    from regime_assets.assets.monitoring import report_rewind
 
-    report_replay(DagsterInstance.get(), home, spec, timeline, time.perf_counter() - t0, start, end, args.every)
-    print(f"table replay_timeline in {home / 'warehouse.duckdb'}; materialization reported to the Dagster "
-          f"instance (asset replay_timeline in the UI)")
+    report_rewind(DagsterInstance.get(), home, spec, timeline, time.perf_counter() - t0, start, end, args.every)
+    print(f"table rewind_timeline in {home / 'warehouse.duckdb'}; materialization reported to the Dagster "
+          f"instance (asset rewind_timeline in the UI)")
     return 0
 
 
@@ -270,14 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--select", help="Dagster asset selection, e.g. 'group:samples' or 'key:features+'")
     m.add_argument("--home", help=f"results folder (default ${HOME_ENV} or .regime_assets/)")
     m.set_defaults(func=cmd_materialize)
-    r = sub.add_parser("replay", help="step an as-of date through history and print the monitoring timeline")
+    r = sub.add_parser("rewind", help="step an as-of date through history and print the monitoring timeline")
     r.add_argument("--spec")
     r.add_argument("--start", default="2019-06-01")
     r.add_argument("--end", default="2020-12-31")
-    r.add_argument("--every", default="week", choices=["day", "week", "month"])
-    r.add_argument("--out", help="folder for the timeline CSV and plot (default: <home>/replay)")
+    r.add_argument("--every", default="week", choices=["day", "week", "2week", "month"])
+    r.add_argument("--out", help="folder for the timeline CSV and plot (default: <home>/rewind)")
     r.add_argument("--home", help=f"results folder (default ${HOME_ENV} or .regime_assets/)")
-    r.set_defaults(func=cmd_replay)
+    r.set_defaults(func=cmd_rewind)
     u = sub.add_parser("ui", help="open the Dagster UI on this project's instance (127.0.0.1)")
     u.add_argument("--spec")
     u.add_argument("--home")

@@ -49,7 +49,7 @@ def build_definitions(spec_path: str | None = None, home: str | None = None, exe
         samples.sample_weights,
         *training.training_assets(spec),
         *evaluation.evaluation_assets(spec),
-        monitoring.drift_report, monitoring.new_rare_events, monitoring.replay_timeline,
+        monitoring.drift_report, monitoring.new_rare_events, monitoring.rewind_timeline,
         runs.training_runs,
     ]
     assets += signals.signals_assets(assets)  # signal_backtest joins once walk_forward_predictions exists

@@ -71,17 +71,37 @@ class DataSpec(_Strict):
 
 
 class VixProxySpec(_Strict):
-    short_window: int = Field(default=5, ge=2)
-    long_window: int = Field(default=21, ge=5)
-    ewma_lambda: float = Field(default=0.94, gt=0, lt=1)
+    windows: list[int] = Field(default=[5, 10, 21, 63], min_length=1,
+                               description="Realized-volatility windows (trading days) of the proxy.")
+    drawdown_windows: list[int] = Field(default=[21, 252], description="Drawdown from the high of the last d days.")
+    drawdown_clip: list[float] = Field(
+        default=[-0.157424, -0.197782],
+        description="Per drawdown window, the deepest drawdown the fit saw (bundled 2014-2018 overlap); deeper "
+                    "drawdowns are held at it, so the fitted slope is never extrapolated.")
+    holdout_start: dt.date | None = Field(
+        default=dt.date(2017, 1, 1), description="Out-of-sample check: fit on the overlap before this date, score "
+                                                 "from it (None: the later holdout_fraction).")
     holdout_fraction: float = Field(default=0.3, gt=0, lt=0.9, description="Later part of the overlap held out.")
     calibration: Literal["fixed", "overlap"] = Field(
         default="fixed", description="fixed: use `coefficients` (strictly point-in-time); overlap: refit on the "
                                      "data's real-VIX overlap (uses later data for earlier proxy values).")
     coefficients: list[float] = Field(
-        default=[6.8406, 0.15352, -0.07909, 0.61127], min_length=4, max_length=4,
-        description="intercept, rv_short, rv_long, ewma: fitted on the bundled 2014-2018 overlap.")
+        default=[1.96492, 0.033519, 0.002177, 0.045114, 0.098615, -5.238121, -0.82892], min_length=4,
+        description="ln VIX = intercept + sum_w c_w sqrt(rv_w) + sum_d c_d max(dd_d, clip_d): intercept, one per "
+                    "window, one per drawdown window; fitted on the bundled 2014-2018 overlap.")
     floor: float = Field(default=9.0, ge=0, description="Lowest proxy value (VIX has never closed below ~9).")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "VixProxySpec":
+        need = 1 + len(self.windows) + len(self.drawdown_windows)
+        if len(self.coefficients) != need:
+            raise ValueError(f"vix_proxy: coefficients needs {need} values (intercept, {len(self.windows)} windows, "
+                             f"{len(self.drawdown_windows)} drawdown windows), got {len(self.coefficients)}")
+        if len(self.drawdown_clip) != len(self.drawdown_windows):
+            raise ValueError("vix_proxy: drawdown_clip needs one value per drawdown window")
+        if any(w < 2 for w in self.windows) or any(d < 2 for d in self.drawdown_windows):
+            raise ValueError("vix_proxy: windows and drawdown windows must be >= 2 days")
+        return self
 
 
 class RegimeSpec(_Strict):
@@ -341,7 +361,10 @@ class DriftSpec(_Strict):
     psi_bins: int = Field(default=10, ge=2)
     psi_moderate: float = 0.1
     psi_major: float = 0.25
-    score_weights: dict[str, float] = {"feature": 0.5, "regime": 0.3, "prediction": 0.2}
+    reference_years: float = Field(default=3.0, gt=0, le=50, description=(
+        "Reference = the last reference_years of the rolling window's rows before the current weeks (archive and "
+        "replay rows excluded)."))
+    score_weights: dict[str, float] = {"feature": 0.45, "regime": 0.25, "prediction": 0.15, "domain": 0.15}
     retrain_threshold: float = Field(default=0.15, ge=0, le=1)
     top_features: int = Field(default=10, ge=1)
     calibration: Literal["reference_windows", "none"] = Field(
@@ -350,14 +373,26 @@ class DriftSpec(_Strict):
                     "current_weeks show (see core/drift.py); none: raw PSI/TVD components.")
     null_quantile: float = Field(default=0.95, gt=0, lt=1, description="Quantile of the reference windows' statistic.")
     min_null_windows: int = Field(default=4, ge=2, description="Fewer reference windows: the raw component is used.")
-    z_floor: float = Field(default=1.0, gt=0, description="Floor of the null quantile for the mean shift (in sd).")
+    ks_floor: float = Field(default=0.1, gt=0, le=1, description="Floor of the null quantile for the KS statistic.")
+    wasserstein_floor: float = Field(default=0.25, gt=0, description="Floor of the null quantile for the "
+                                                                     "Wasserstein distance (in reference sd).")
+    domain_classifier: bool = Field(default=True, description="Score the domain classifier (current vs reference).")
+    domain_max_window: int = Field(default=10, ge=1, description="Domain classifier: features whose windows are "
+                                                                 "all at most this many days.")
+    domain_null_windows: int = Field(default=6, ge=2, description="Reference windows the classifier's null uses.")
+    domain_folds: int = Field(default=2, ge=2, description="Cross-validation folds (by date).")
+    domain_trees: int = Field(default=20, ge=5, description="LightGBM trees of the domain classifier.")
+    domain_max_rows: int = Field(default=2000, ge=100, description="Reference rows the classifier sees (sampled).")
+    domain_floor: float = Field(default=0.05, gt=0, le=0.5, description="Floor of the null quantile of AUROC - 0.5.")
     tvd_floor: float = Field(default=0.05, gt=0, le=1, description="Floor of the null quantile for regime/prediction TVD.")
 
     @field_validator("score_weights")
     @classmethod
     def _sw(cls, v: dict[str, float]) -> dict[str, float]:
-        if set(v) != {"feature", "regime", "prediction"}:
-            raise ValueError("score_weights must name feature, regime, prediction")
+        extra = set(v) - {"feature", "regime", "prediction", "domain"}
+        if extra or not v:
+            raise ValueError("score_weights may name only feature, regime, prediction, domain (a missing one "
+                             f"weighs 0); got {sorted(extra)}")
         if abs(sum(v.values()) - 1) > 1e-6 or any(x < 0 for x in v.values()):
             raise ValueError("score_weights must be >= 0 and sum to 1")
         return v
@@ -370,6 +405,9 @@ class CaptureSpec(_Strict):
     crash_share: float = Field(default=0.5, gt=0, le=1)
     default_weight: float = Field(default=0.10, gt=0, le=1)
     lookback_days: int = Field(default=63, ge=1, description="Trading days scanned before the as-of date.")
+    regrow_days: int = Field(default=10, ge=1, description=(
+        "A captured event that keeps growing starts another retraining run each time its extent has grown by "
+        "this many trading days since its last run."))
 
 
 class ReplayBufferSpec(_Strict):
@@ -377,8 +415,8 @@ class ReplayBufferSpec(_Strict):
     max_rows: int = Field(default=5000, ge=0)
 
 
-class ReplaySpec(_Strict):
-    model: str = Field(default="lightgbm", description="Model (by name in `models`) the replay retrains.")
+class RewindSpec(_Strict):
+    model: str = Field(default="lightgbm", description="Model (by name in `models`) the history rewind retrains.")
     n_estimators: int = Field(default=150, ge=10)
     max_train_rows: int = Field(default=20_000, ge=500)
 
@@ -450,7 +488,7 @@ class Spec(_Strict):
     capture: CaptureSpec = CaptureSpec()
     replay_buffer: ReplayBufferSpec = ReplayBufferSpec()
     automation: AutomationSpec = AutomationSpec()
-    replay: ReplaySpec = ReplaySpec()
+    rewind: RewindSpec = RewindSpec()
     signals: SignalSpec = SignalSpec()
     backtest: BacktestSpec = BacktestSpec()
 

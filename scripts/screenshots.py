@@ -62,7 +62,7 @@ def prepare_home(home: Path, in_place: bool, tmp: Path) -> Path:
         return home
     copy = tmp / "home"
     print(f"copying {home} to {copy}")
-    shutil.copytree(home, copy, ignore=shutil.ignore_patterns("*.wal", "replay"))
+    shutil.copytree(home, copy, ignore=shutil.ignore_patterns("*.wal", "rewind"))
     cfg_path = copy / "dagster" / "dagster.yaml"
     cfg = (yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else None) or {}
     conc = cfg.get("concurrency") or {}

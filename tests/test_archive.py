@@ -163,14 +163,12 @@ def test_events_overlap_matches_day_sets(s, length, raw):
 
 
 def test_event_id_for_is_stable():
-    a = event_id_for(dt.date(2020, 2, 24), dt.date(2020, 3, 20), "crash")
-    assert a == "captured_2020-02-24_2020-03-20_crash"
-    assert event_id_for(dt.date(2020, 2, 24), dt.date(2020, 3, 20), "crash") == a
-    assert event_id_for(dt.date(2020, 2, 24), dt.date(2020, 3, 21), "crash") != a
+    a = event_id_for(dt.date(2020, 2, 24), "crash")
+    assert a == "captured_2020-02-24_crash"  # no end date: a growing event keeps its id
+    assert event_id_for(dt.date(2020, 2, 24), "crash") == a
+    assert event_id_for(dt.date(2020, 2, 25), "crash") != a
     with pytest.raises(ArchiveError, match="regime"):
-        event_id_for(dt.date(2020, 2, 24), dt.date(2020, 3, 20), "panic")
-    with pytest.raises(ArchiveError, match="after"):
-        event_id_for(dt.date(2020, 3, 24), dt.date(2020, 3, 20), "crash")
+        event_id_for(dt.date(2020, 2, 24), "panic")
 
 
 def test_bundled_size_is_fast():
@@ -181,3 +179,20 @@ def test_bundled_size_is_fast():
     elapsed = time.perf_counter() - t
     assert arch.height == summ.get_column("rows").sum() > 0
     assert elapsed < 2.0
+
+
+def test_append_only_table_gains_new_columns_and_keeps_old_rows():
+    """new_rare_events written before events could grow (key event_id) then with extents (key event_id, end)."""
+    import duckdb
+
+    from regime_assets.resources.warehouse import write_table
+
+    con = duckdb.connect()
+    old = pl.DataFrame({"event_id": ["a"], "start": [dt.date(2020, 1, 1)], "end": [dt.date(2020, 1, 5)]})
+    assert write_table(con, "main", "ev", old, ["event_id"]) == 1
+    grown = pl.DataFrame({"event_id": ["a", "a"], "start": [dt.date(2020, 1, 1)] * 2,
+                          "end": [dt.date(2020, 1, 5), dt.date(2020, 1, 9)], "extent_days": [5, 9]})
+    assert write_table(con, "main", "ev", grown, ["event_id", "end"]) == 1  # the stored extent is not repeated
+    assert write_table(con, "main", "ev", grown, ["event_id", "end"]) == 0
+    rows = con.sql("select event_id, \"end\", extent_days from ev order by \"end\"").fetchall()
+    assert rows == [("a", dt.date(2020, 1, 5), None), ("a", dt.date(2020, 1, 9), 9)]

@@ -3,7 +3,13 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from regime_assets.core.capture import CaptureError, as_event_specs, existing_windows, find_candidate_events
+from regime_assets.core.capture import (
+    CaptureError,
+    as_event_specs,
+    existing_windows,
+    find_candidate_events,
+    plan_retrains,
+)
 from regime_assets.spec import CaptureSpec, DriftSpec, EventSpec
 
 CSPEC = CaptureSpec()
@@ -46,8 +52,10 @@ def test_three_days_above_level_captured():
     assert (row["start"], row["end"]) == (DAYS[100], DAYS[102])
     assert row["trigger"] == "vix" and row["peak_vix"] == pytest.approx(40.01)
     assert row["weight"] == CSPEC.default_weight
-    assert row["event_id"] == f"captured_{DAYS[100].isoformat()}_{DAYS[102].isoformat()}_{row['regime']}"
-    assert out.columns == ["event_id", "start", "end", "regime", "weight", "trigger", "peak_vix", "crash_share"]
+    assert row["event_id"] == f"captured_{DAYS[100].isoformat()}_{row['regime']}"  # the end is not in the id
+    assert row["status"] == "created" and row["extent_days"] == 3
+    assert out.columns == ["event_id", "start", "end", "regime", "weight", "trigger", "peak_vix", "crash_share",
+                           "status", "extent_days"]
 
 
 def test_two_days_not_captured_and_gap_breaks_run():
@@ -104,15 +112,56 @@ def test_same_window_twice_same_id():
     assert a.height == 1
 
 
-def test_growing_window_no_second_event():
+def test_growing_window_extends_its_event():
     spikes = {i: 45.0 for i in range(100, 110)}
     mc = _context(spikes)
     week1 = _find(mc, _labels(), 102)  # run of 3 days so far
     assert week1.height == 1 and week1.row(0, named=True)["end"] == DAYS[102]
     week2_fresh = _find(mc, _labels(), 107)
-    assert week2_fresh.get_column("event_id").to_list() != week1.get_column("event_id").to_list()
-    week2 = _find(mc, _labels(), 107, existing=as_event_specs(week1))
-    assert week2.height == 0
+    assert week2_fresh.get_column("event_id").to_list() == week1.get_column("event_id").to_list()  # stable id
+    week2 = _find(mc, _labels(), 107, growable_events=as_event_specs(week1))
+    row = week2.row(0, named=True)
+    assert week2.height == 1 and row["status"] == "extended"
+    assert (row["event_id"], row["start"], row["end"]) == (week1["event_id"][0], DAYS[100], DAYS[107])
+    assert row["extent_days"] == 8
+    # a captured event passed as fixed (not growable) still blocks, as a seeded one does
+    assert _find(mc, _labels(), 107, existing=as_event_specs(week1)).height == 0
+    # nothing new once the run has stopped inside the event
+    done = as_event_specs(_find(mc, _labels(), 120, growable_events=as_event_specs(week1)))
+    assert done[0].end == DAYS[109]
+    assert _find(mc, _labels(), 125, growable_events=done).height == 0
+
+
+def test_event_extended_over_three_steps_keeps_one_id_and_triggers_only_the_planned_runs():
+    """An ongoing episode (VIX > 40 from day 100 on), captured weekly: one id throughout; a run when it is
+    created and when it has grown by regrow_days trading days since the last run -- never twice per extent."""
+    mc = _context({i: 45.0 for i in range(100, 140)})
+    cspec = CaptureSpec(regrow_days=10)
+    captured, history, runs, ids = [], None, [], set()
+    for as_of in (102, 107, 114, 114, 119):  # the 4th step repeats the 3rd (a re-run of the same day)
+        cand = _find(mc, _labels(), as_of, cspec=cspec, growable_events=captured)
+        cand = plan_retrains(cand, history, cspec.regrow_days)
+        ids |= set(cand["event_id"].to_list())
+        runs += cand.filter(pl.col("retrain"))["run_key"].to_list()
+        by_id = {e.id: e for e in captured} | {e.id: e for e in as_event_specs(cand)}
+        captured = list(by_id.values())
+        history = cand if history is None else pl.concat([history, cand])
+    assert len(ids) == 1 and len(captured) == 1
+    eid = ids.pop()
+    assert history["extent_days"].to_list() == [3, 8, 15, 20]  # the repeated day adds no row
+    assert history["status"].to_list() == ["created", "extended", "extended", "extended"]
+    # created at 3 days; 8 - 3 < 10: no run; 15 - 3 >= 10: run; 20 - 15 < 10: no run
+    assert runs == [f"{eid}@3", f"{eid}@15"]
+    assert captured[0].start == DAYS[100] and captured[0].end == DAYS[119]
+
+
+def test_plan_retrains_never_plans_an_extent_twice():
+    mc = _context({i: 45.0 for i in range(100, 140)})
+    first = plan_retrains(_find(mc, _labels(), 102), None, 10)
+    again = plan_retrains(_find(mc, _labels(), 102), first, 10)
+    assert first["retrain"].to_list() == [True] and again["retrain"].to_list() == [False]
+    with pytest.raises(CaptureError, match="regrow_days"):
+        plan_retrains(first, None, 0)
 
 
 def test_point_in_time_ignores_future():

@@ -8,12 +8,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from regime_assets.core.drift import (PSI_EPSILON, DriftError, _psi_by_window, drift_report, excess, ks, psi,
-                                       select_windows, window_ids)
-from regime_assets.spec import CLASSES, REGIMES, DriftSpec
+from regime_assets.core.drift import (PSI_EPSILON, DriftError, _psi_by_window, _window_ecdf_stats, domain_auc,
+                                       domain_features, drift_report, excess, ks, psi, wasserstein, window_ids)
+from regime_assets.core.monitoring import drift_windows, select_windows
+from regime_assets.spec import CLASSES, REGIMES, DriftSpec, Spec
 
-DSPEC = DriftSpec(calibration="none")  # the raw components; calibration has its own tests below
-DSPEC_CAL = DriftSpec()
+# the raw components; calibration and the domain classifier have their own tests below
+DSPEC = DriftSpec(calibration="none", domain_classifier=False)
+DSPEC_CAL = DriftSpec(domain_classifier=False)
+
+
+def _w3(w):
+    """The weights without the (disabled) domain component, renormalised."""
+    t = w["feature"] + w["regime"] + w["prediction"]
+    return {k: w[k] / t for k in ("feature", "regime", "prediction")}
 
 
 def _frame(rng, n, shift=0.0, regimes=None, start=dt.date(2020, 1, 1)):
@@ -101,7 +109,8 @@ def test_drift_report_levels_and_order():
     rng = np.random.default_rng(3)
     ref, cur = _frame(rng, 3000), _frame(rng, 400, shift=1.5)
     table, summary = drift_report(ref, cur, ["f_stable", "f_shift"], DSPEC, None, None)
-    assert table.columns == ["feature", "psi", "ks", "level", "null_psi", "excess"]
+    assert table.columns == ["feature", "psi", "ks", "wasserstein", "level", "null_psi", "null_ks",
+                             "null_wasserstein", "excess"]
     rows = {r["feature"]: r for r in table.iter_rows(named=True)}
     assert table.get_column("feature")[0] == "f_shift"
     assert rows["f_shift"]["level"] == "major" and rows["f_stable"]["level"] == "none"
@@ -120,7 +129,7 @@ def test_regime_score_and_weight_redistribution():
     _, s = drift_report(ref, cur, ["f_stable"], DSPEC, None, None)
     assert s["regime_score"] == pytest.approx(0.5)
     assert s["prediction_available"] is False and s["prediction_score"] == 0.0
-    w = DSPEC.score_weights
+    w = _w3(DSPEC.score_weights)
     expected = (w["feature"] * s["feature_score"] + w["regime"] * 0.5) / (w["feature"] + w["regime"])
     assert s["score"] == pytest.approx(expected)
     assert sum(s["weights"].values()) == pytest.approx(1.0) and s["weights"]["prediction"] == 0.0
@@ -145,7 +154,7 @@ def test_prediction_drift_probabilities_and_classes_agree():
     cur_p = eye[[CLASSES.index(c) for c in cur_cls]] * 0.8 + 0.2 / 3
     _, s2 = drift_report(ref, cur, ["f_stable"], DSPEC, ref_p, cur_p)
     assert s1["prediction_score"] == pytest.approx(0.25) == s2["prediction_score"]
-    w = DSPEC.score_weights
+    w = _w3(DSPEC.score_weights)
     expected = w["feature"] * s1["feature_score"] + w["regime"] * s1["regime_score"] + w["prediction"] * 0.25
     assert s1["score"] == pytest.approx(expected)
     assert s1["above_threshold"] == (s1["score"] >= DSPEC.retrain_threshold)
@@ -302,3 +311,158 @@ def test_short_reference_falls_back_to_raw_components():
     assert cal["null_windows"] < DSPEC_CAL.min_null_windows
     assert cal["feature_score"] == pytest.approx(raw["feature_score"])
     assert cal["regime_score"] == pytest.approx(raw["regime_score"])
+
+
+# ------------------------------------------------------------------------------ KS / Wasserstein, domain, windows
+
+
+def test_wasserstein_matches_scipy_normed_by_reference_sd():
+    rng = np.random.default_rng(20)
+    a, b = rng.normal(size=500), rng.normal(size=200) * 2 + 1.0
+    assert wasserstein(a, b) == pytest.approx(stats.wasserstein_distance(b, a) / np.std(a))
+    assert wasserstein(a, a) == 0.0 and math.isnan(wasserstein(a, np.array([])))
+
+
+def test_window_ks_and_wasserstein_match_scalar_versions():
+    rng = np.random.default_rng(21)
+    ref = _ar_panel(rng, 300)
+    ids = window_ids(ref["date"], 4)
+    vals = np.round(ref["f_slow"].to_numpy(), 2)  # ties
+    ks_w, w1_w = _window_ecdf_stats(vals, ids)
+    for w in range(0, ids.max() + 1, 2):
+        if (ids == w).any():
+            assert ks_w[w] == pytest.approx(stats.ks_2samp(vals, vals[ids == w]).statistic, abs=1e-12)
+            assert w1_w[w] == pytest.approx(wasserstein(vals, vals[ids == w]), rel=1e-9, abs=1e-12)
+
+
+def test_domain_features_leave_out_slow_and_calendar_features():
+    feats = ["f_ret_1", "f_ret_252", "f_vol_ratio_5_10", "f_vol_ratio_21_63", "f_vix", "f_month", "f_dow"]
+    assert domain_features(feats, 10) == ["f_ret_1", "f_vol_ratio_5_10"]
+
+
+def _fast_panel(rng, n_days, start=dt.date(2015, 1, 1), symbols=8, shift=0.0):
+    dates = pl.date_range(start, start + dt.timedelta(days=n_days - 1), eager=True)
+    common = rng.normal(size=n_days) * 0.3
+    return pl.concat([pl.DataFrame({
+        "symbol": f"S{s}", "date": dates, "f_ret_1": common + rng.normal(size=n_days),
+        "f_ret_5": rng.normal(size=n_days) + shift, "f_vol_5": np.abs(rng.normal(size=n_days)),
+        "regime": ["normal"] * n_days}) for s in range(symbols)])
+
+
+def test_domain_classifier_separates_a_shift_and_not_the_same_process():
+    rng = np.random.default_rng(22)
+    ref = _fast_panel(rng, 400)
+    calm = _fast_panel(rng, 28, start=dt.date(2016, 2, 5))
+    moved = _fast_panel(rng, 28, start=dt.date(2016, 2, 5), shift=3.0)  # one feature: AUROC ~ Phi(3/sqrt 2) = 0.98
+    dspec = DriftSpec()
+    feats = ["f_ret_1", "f_ret_5", "f_vol_5"]
+    assert domain_auc(ref, calm, feats, dspec) < 0.7
+    assert domain_auc(ref, moved, feats, dspec) > 0.9
+
+
+def _history(rng, start, years, symbols=6):
+    n = int(years * 365)
+    dates = pl.date_range(start, start + dt.timedelta(days=n - 1), eager=True)
+    x = np.zeros(n)
+    for i in range(1, n):
+        x[i] = 0.995 * x[i - 1] + rng.normal(scale=0.1)
+    return pl.concat([pl.DataFrame({
+        "symbol": f"S{s}", "date": dates, "f_slow": x + rng.normal(scale=0.05, size=n),
+        "f_ret_1": rng.normal(size=n), "f_ret_5": rng.normal(size=n), "regime": ["normal"] * n})
+        for s in range(symbols)])
+
+
+def test_an_archive_row_far_in_the_past_does_not_move_the_reference():
+    rng = np.random.default_rng(23)
+    spec = Spec()
+    panel = _history(rng, dt.date(2012, 1, 1), 8).with_columns(pl.lit("window").alias("source"))
+    as_of = panel["date"].max()
+    archive_row = panel.head(1).with_columns(pl.lit(dt.date(2008, 10, 10)).alias("date"),
+                                             pl.lit("archive").alias("source"), pl.lit(99.0).alias("f_slow"))
+    base = drift_windows(panel, spec, as_of)
+    with_archive = drift_windows(pl.concat([archive_row, panel]), spec, as_of)
+    # a production model trained on archive rows back to 2008 does not widen the reference either
+    old_record = {"model_name": "m", "version": "v", "train_start": dt.date(2008, 10, 10),
+                  "train_end": dt.date(2019, 6, 30)}
+    with_record = drift_windows(pl.concat([archive_row, panel]), spec, as_of, record=old_record)
+    for w in (with_archive, with_record):
+        assert (w.reference_start, w.reference_end) == (base.reference_start, base.reference_end)
+        assert w.reference.equals(base.reference) and w.current.equals(base.current)
+    assert base.reference["date"].min() >= as_of - dt.timedelta(days=int(3 * 365.25) + 28)
+    assert base.reference["date"].max() < base.current["date"].min()
+    assert base.current["date"].min() > as_of - dt.timedelta(weeks=4)
+
+
+class _ConstModel:
+    def predict_proba(self, df):
+        return np.tile([0.2, 0.5, 0.3], (df.height, 1))
+
+
+def test_prediction_reference_is_out_of_sample_where_it_can_be():
+    rng = np.random.default_rng(24)
+    spec = Spec()
+    panel = _history(rng, dt.date(2016, 1, 1), 4)
+    as_of = panel["date"].max()
+    rec = {"model_name": "m", "version": "v", "train_end": as_of - dt.timedelta(days=200)}
+    w = drift_windows(panel, spec, as_of, record=rec, model=_ConstModel())
+    assert w.ref_pred_dates.min() > rec["train_end"] and "out of sample" in w.prediction_reference
+    rec_late = {**rec, "train_end": as_of - dt.timedelta(days=40)}
+    w2 = drift_windows(panel, spec, as_of, record=rec_late, model=_ConstModel())
+    assert "in-sample" in w2.prediction_reference and w2.ref_pred_dates.len() == w2.reference.height
+
+
+def test_a_planted_shift_in_one_feature_lifts_the_score_and_a_calm_window_does_not():
+    rng = np.random.default_rng(25)
+    spec = Spec()
+    panel = _history(rng, dt.date(2016, 1, 1), 4)
+    as_of = panel["date"].max()
+    feats = ["f_slow", "f_ret_1", "f_ret_5"]
+    calm = drift_windows(panel, spec, as_of)
+    _, s_calm = drift_report(calm.reference, calm.current, feats, spec.drift)
+    shifted = panel.with_columns(pl.when(pl.col("date") >= calm.current_start).then(pl.col("f_ret_5") + 4.0)
+                                 .otherwise(pl.col("f_ret_5")).alias("f_ret_5"))
+    moved = drift_windows(shifted, spec, as_of)
+    table, s_moved = drift_report(moved.reference, moved.current, feats, spec.drift)
+    assert s_calm["score"] < spec.drift.retrain_threshold
+    assert s_moved["score"] >= spec.drift.retrain_threshold
+    assert table["feature"][0] == "f_ret_5" and s_moved["top_features"] == ["f_ret_5"]
+    assert s_moved["domain_available"] and s_moved["domain_score"] > s_calm["domain_score"]
+
+
+# ------------------------------------------------------------------------ the comparison rule (Evidently default)
+
+
+def test_default_rule_columns_and_dataset_share():
+    from regime_assets.core.drift_rules import default_rule
+
+    rng = np.random.default_rng(30)
+    n_ref, n_cur = 3000, 400
+    ref = pl.DataFrame({f"f_{i}": rng.normal(size=n_ref) for i in range(4)} | {"f_cat": rng.integers(0, 3, n_ref)})
+    cur = pl.DataFrame({f"f_{i}": rng.normal(size=n_cur) + (1.0 if i < 2 else 0.0) for i in range(4)}
+                       | {"f_cat": rng.integers(0, 3, n_cur)})
+    cols = [*ref.columns]
+    table, s = default_rule(ref, cur, cols)
+    rows = {r["column"]: r for r in table.iter_rows(named=True)}
+    assert rows["f_0"]["test"] == "wasserstein" and rows["f_cat"]["test"] == "jensenshannon"
+    assert rows["f_0"]["statistic"] == pytest.approx(
+        stats.wasserstein_distance(ref["f_0"].to_numpy(), cur["f_0"].to_numpy()) / np.std(ref["f_0"].to_numpy()))
+    assert rows["f_0"]["drifted"] and rows["f_1"]["drifted"] and not rows["f_2"]["drifted"]
+    assert not rows["f_cat"]["drifted"]
+    assert s["n_drifted"] == 2 and s["n_columns"] == 5 and s["share"] == pytest.approx(0.4)
+    assert not s["dataset_drift"]
+    cur3 = cur.with_columns(pl.col("f_2") + 1.0)
+    assert default_rule(ref, cur3, cols)[1]["dataset_drift"]  # 3 of 5 >= 50 %
+
+
+def test_default_rule_small_reference_uses_tests():
+    from regime_assets.core.drift_rules import default_rule
+
+    rng = np.random.default_rng(31)
+    ref = pl.DataFrame({"f_x": rng.normal(size=500), "f_c": rng.integers(0, 3, 500)})
+    cur = pl.DataFrame({"f_x": rng.normal(size=200) + 0.5, "f_c": rng.integers(0, 3, 200)})
+    table, s = default_rule(ref, cur, ["f_x", "f_c"])
+    rows = {r["column"]: r for r in table.iter_rows(named=True)}
+    assert rows["f_x"]["test"] == "ks" and rows["f_x"]["drifted"]
+    assert rows["f_x"]["statistic"] == pytest.approx(stats.ks_2samp(ref["f_x"].to_numpy(), cur["f_x"].to_numpy()).pvalue)
+    assert rows["f_c"]["test"] == "chisquare" and not rows["f_c"]["drifted"]
+    assert s["share"] == pytest.approx(0.5) and s["dataset_drift"]

@@ -118,7 +118,7 @@ def test_shap_top_features_plot():
     assert plots.shap_top_features_plot(df, "missing_model", 10, title="shap") == plots.no_data_png("shap")
 
 
-def test_replay_timeline_plot():
+def test_rewind_timeline_plot():
     as_of = pl.date_range(dt.date(2020, 1, 4), dt.date(2020, 12, 26), "1w", eager=True)
     n = len(as_of)
     score = np.clip(np.sin(np.arange(n) / 6) * 0.2 + 0.15, 0, 1)
@@ -129,8 +129,8 @@ def test_replay_timeline_plot():
         "captured_event": [None] * 10 + ["captured_2020-02-20_2020-03-13_crash"] + [None] * (n - 11),
         "vix": np.linspace(15, 45, n),
     }, schema_overrides={"captured_event": pl.Utf8})
-    _check_png(plots.replay_timeline_plot(tl, threshold=0.15, title="tl"), not_title="tl")
-    _check_png(plots.replay_timeline_plot(tl.drop("vix", "captured_event"), title="tl"), not_title="tl")
+    _check_png(plots.rewind_timeline_plot(tl, threshold=0.15, title="tl"), not_title="tl")
+    _check_png(plots.rewind_timeline_plot(tl.drop("vix", "captured_event"), title="tl"), not_title="tl")
 
 
 @pytest.mark.parametrize("call,title", [
@@ -140,7 +140,7 @@ def test_replay_timeline_plot():
     (lambda t: plots.walk_forward_arms_plot(pl.DataFrame(), title=t), "c"),
     (lambda t: plots.drift_plot(pl.DataFrame(), None, pl.DataFrame(), title=t), "d"),
     (lambda t: plots.shap_top_features_plot(pl.DataFrame(), "rf", 10, title=t), "e"),
-    (lambda t: plots.replay_timeline_plot(pl.DataFrame(), title=t), "f"),
+    (lambda t: plots.rewind_timeline_plot(pl.DataFrame(), title=t), "f"),
     (lambda t: plots.class_balance_plot(pl.DataFrame(), title=t), "g"),
     (lambda t: plots.regime_shares_plot(None, None, title=t), "h"),
 ])

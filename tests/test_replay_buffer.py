@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from regime_assets.core.replay_buffer import ReplayBufferError, empty_like, error_replay_buffer, replay_losses
+from regime_assets.core.replay_buffer import (
+    ReplayBufferError,
+    after_training_window,
+    empty_like,
+    error_replay_buffer,
+    replay_losses,
+)
 from regime_assets.spec import CLASSES, ReplayBufferSpec
 
 
@@ -115,3 +121,50 @@ def test_buffer_size_and_ordering_property(n, frac, max_rows, null_every):
         assert out.get_column("replay_loss").min() >= finite[out.height - 1] - 1e-12
         if out.height < finite.size:
             assert out.get_column("replay_loss").min() >= finite[out.height] - 1e-12
+
+
+class _WrongInsideModel:
+    """Most wrong (p_true ~ 0) on rows up to ``train_end``, close to right after it."""
+
+    def __init__(self, train_end):
+        self.train_end = train_end
+
+    def predict_proba(self, df):
+        idx = np.array([CLASSES.index(c) for c in df["label"].to_list()])
+        inside = (df["date"] <= self.train_end).to_numpy()
+        p = np.full((df.height, 3), 0.05)
+        p[np.arange(df.height), idx] = np.where(inside, 0.001, 0.6)
+        p[np.arange(df.height), (idx + 1) % 3] += np.where(inside, 0.9, 0.0)
+        rng = np.random.default_rng(0)
+        p[~inside] += rng.uniform(0, 0.3, size=(int((~inside).sum()), 3))
+        return p / p.sum(axis=1, keepdims=True)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 300))
+def test_buffer_never_holds_a_row_of_the_champions_training_window(offset):
+    df = _labeled(1200)
+    train_end = dt.date(2022, 1, 1) + dt.timedelta(days=offset)
+    model = _WrongInsideModel(train_end)
+    cand = after_training_window(df, train_end)
+    proba = model.predict_proba(cand) if cand.height else None
+    out = error_replay_buffer(cand, proba, ReplayBufferSpec(worst_fraction=0.1, max_rows=5000), train_end)
+    assert out.filter(pl.col("date") <= train_end).height == 0
+    assert out["label"].null_count() == 0
+    if cand.height:
+        assert out.height == math.ceil(0.1 * cand.height)
+    # the in-sample errors are the worst ones: fed the whole frame, the buffer would be all training rows
+    whole = error_replay_buffer(df.filter(pl.col("label").is_not_null()),
+                                model.predict_proba(df.filter(pl.col("label").is_not_null())),
+                                ReplayBufferSpec(worst_fraction=0.1, max_rows=5000))
+    if offset >= 100:
+        assert whole.filter(pl.col("date") <= train_end).height == whole.height
+
+
+def test_buffer_refuses_training_rows_and_needs_a_training_end():
+    df = _labeled(60)
+    train_end = dt.date(2022, 1, 10)
+    with pytest.raises(ReplayBufferError, match="training window"):
+        error_replay_buffer(df, _proba(60), ReplayBufferSpec(), train_end)
+    assert after_training_window(df, None).height == 0
+    assert after_training_window(df, train_end, as_of=dt.date(2022, 1, 12))["date"].max() == dt.date(2022, 1, 12)

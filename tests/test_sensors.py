@@ -66,7 +66,7 @@ def test_no_drift_record_skips(tiny_defs, instance):
 def test_new_event_sensor_keys_runs_by_event_id(tiny_defs, instance):
     instance.report_runless_asset_event(AssetMaterialization(
         asset_key="new_rare_events", metadata={"new_event_ids": ["captured_2020-02-24_2020-03-20_crash"]}))
-    runs, cursor, _ = _tick(tiny_defs, "new_event_sensor", instance)
+    runs, cursor, _ = _tick(tiny_defs, "new_event_sensor", instance)  # a record from before events could grow
     assert [r.run_key for r in runs] == ["captured_2020-02-24_2020-03-20_crash"]
     assert runs[0].tags["regime_assets/trigger"] == "new-event sensor"
     again, _, skip = _tick(tiny_defs, "new_event_sensor", instance, cursor)
@@ -75,6 +75,25 @@ def test_new_event_sensor_keys_runs_by_event_id(tiny_defs, instance):
                                                              metadata={"new_event_ids": []}))
     none, _, skip = _tick(tiny_defs, "new_event_sensor", instance, cursor)
     assert none == [] and "no new event" in skip.skip_message
+
+
+def test_new_event_sensor_runs_once_per_planned_extent(tiny_defs, instance):
+    """An event extended over three materializations: runs only for the planned extents, keyed by extent."""
+    eid = "captured_2020-02-24_crash"
+    plans = [[{"event_id": eid, "extent_days": 3, "run_key": f"{eid}@3"}],
+             [],  # extended to 8 days: below regrow_days, nothing planned
+             [{"event_id": eid, "extent_days": 15, "run_key": f"{eid}@15"}]]
+    keys, cursor = [], None
+    for planned in plans:
+        instance.report_runless_asset_event(AssetMaterialization(
+            asset_key="new_rare_events", metadata={"new_event_ids": [eid] if planned == plans[0] else [],
+                                                   "extended_event_ids": [] if planned == plans[0] else [eid],
+                                                   "retrain_runs": planned}))
+        runs, cursor, _ = _tick(tiny_defs, "new_event_sensor", instance, cursor)
+        keys += [r.run_key for r in runs]
+        assert all(r.tags["regime_assets/event_id"] == eid for r in runs)
+    assert keys == [f"{eid}@3", f"{eid}@15"]
+    assert _tick(tiny_defs, "new_event_sensor", instance, cursor)[0] == []
 
 
 def test_schedule_cron_and_timezone(tiny_defs):

@@ -19,7 +19,7 @@ from dagster import (
 
 from regime_assets.assets._meta import base_meta, md, num
 from regime_assets.core import sources
-from regime_assets.core.market import build_market_context
+from regime_assets.core.market import build_market_context, dd_names, load_published, validate_proxy
 from regime_assets.resources.settings import RegimeSettings
 
 OWNERS = ["team:quant-research"]
@@ -137,25 +137,33 @@ def prices_no_large_jumps(context, raw_prices: pl.DataFrame) -> AssetCheckResult
 
 @asset(
     group_name=GROUP, owners=OWNERS, kinds={"polars", "duckdb"}, pool="warehouse",
-    description="Per date: index close, VIX and vix_source ('real' or 'proxy'). Where real VIX is missing, an "
-                "affine proxy of the index's realized volatility (5/21-day and EWMA 0.94), point-in-time.",
+    description="Per date: index close, VIX and vix_source ('real' or 'proxy'). Where real VIX is missing, a "
+                "point-in-time proxy: ln VIX on the square root of the index's 5/10/21/63-day realized volatility "
+                "and its drawdowns from the 1-month and 52-week highs; validated against published VIX closes.",
 )
 def market_context(context: AssetExecutionContext, settings: RegimeSettings,
                    index_prices: pl.DataFrame) -> Output[pl.DataFrame]:
     spec = settings.spec
     index = index_prices.select("date", pl.col("index_close").alias("close"))
     vix = index_prices.select("date", pl.col("vix_real").alias("vix")).drop_nulls()
-    ctx, cal = build_market_context(index, vix if vix.height else None, spec.vix_proxy)
+    ctx, cal = build_market_context(index, vix if vix.height else None, spec.vix_proxy, spec.regimes)
+    table, check = validate_proxy(ctx, load_published(), spec.regimes)
     meta = base_meta(ctx, spec.spec_hash)
     meta.update({
         "proxy_oos_corr": num(cal.oos_corr),
         "proxy_oos_mae": num(cal.oos_mae),
+        "proxy_oos_band_agreement": num(cal.oos_band_agreement),
+        "proxy_holdout": MetadataValue.text(cal.holdout),
         "proxy_in_sample_corr": num(cal.in_sample_corr),
         "proxy_overlap_days": num(cal.n_overlap),
         "proxy_holdout_days": num(cal.n_holdout),
-        "proxy_coefficients": MetadataValue.json({"intercept": cal.coefficients[0], "rv_short": cal.coefficients[1],
-                                                  "rv_long": cal.coefficients[2], "ewma": cal.coefficients[3]}),
+        "proxy_coefficients": MetadataValue.json(cal.named_coefficients()),
+        "proxy_drawdown_clip": MetadataValue.json(dict(zip(dd_names(spec.vix_proxy), cal.drawdown_clip))),
         "proxy_fitted_on": MetadataValue.text(cal.fitted_on),
+        "proxy_stress_mae": num(check["stress_mae"]),
+        "proxy_stress_band_agreement": num(check["stress_band_agreement"]),
+        "proxy_year_mean_mae": num(check["year_mean_mae"]),
+        "proxy_validation": md(table, 40),
         "real_vix_share": num(float((ctx["vix_source"] == "real").mean())),
     })
     if cal.notes:

@@ -6,7 +6,7 @@ import polars as pl
 from dagster import AssetExecutionContext, Failure, MetadataValue, Output, asset
 
 from regime_assets.assets._meta import base_meta, md, num, plot_md
-from regime_assets.assets.state import captured_events, production_model, recent_labeled
+from regime_assets.assets.state import captured_events, production_model
 from regime_assets.core import archive as archive_core
 from regime_assets.rendering import plots
 from regime_assets.core.features import build_features, feature_catalog
@@ -91,24 +91,41 @@ def rare_event_archive(context: AssetExecutionContext, settings: RegimeSettings,
 
 
 @asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
-       description="Worst share (spec) of recent labelled rows by log-loss of the previous production model, "
-                   "read from the registry (so the graph stays acyclic). Empty when there is no production model.")
+       description="Worst share (spec) by log-loss of the production model's predictions on the labelled rows "
+                   "after its training window (its training window end from the registry, which is read as state "
+                   "so the graph stays acyclic): out-of-sample errors, never its own training rows. Empty when "
+                   "there is no production model.")
 def error_replay_buffer(context: AssetExecutionContext, settings: RegimeSettings,
-                              labeled_samples: pl.DataFrame) -> Output[pl.DataFrame]:
+                        labeled_samples: pl.DataFrame) -> Output[pl.DataFrame]:
     spec = settings.spec
     record, model = production_model(settings)
-    recent = recent_labeled(labeled_samples, spec)
+    train_end = _as_date(record.get("train_end")) if record is not None else None
+    candidates = replay_core.after_training_window(labeled_samples, train_end, spec.training_set.as_of)
     if record is None:
-        out = replay_core.empty_like(recent)
+        out = replay_core.empty_like(candidates)
         note = "no production model yet: empty buffer"
     else:
-        proba = model.predict_proba(recent)
-        out = replay_core.error_replay_buffer(recent, proba, spec.replay_buffer)
+        proba = model.predict_proba(candidates) if candidates.height else None
+        out = replay_core.error_replay_buffer(candidates, proba, spec.replay_buffer, train_end)
         note = f"production model {record['model_name']} {record['version']}"
     meta = base_meta(out.select([c for c in out.columns if not c.startswith("f_")]), spec.spec_hash)
     meta["source_model"] = MetadataValue.text(note)
+    meta["model_training_window_end"] = MetadataValue.text(str(train_end))
+    meta["candidate_rows"] = num(candidates.height)
+    meta["candidate_window"] = MetadataValue.text(
+        f"{candidates['date'].min()}..{candidates['date'].max()}" if candidates.height else "none")
     meta["rows"] = num(out.height)
     return Output(out, metadata=meta)
+
+
+def _as_date(v):
+    import datetime as dt
+
+    if v is None or isinstance(v, dt.date) and not isinstance(v, dt.datetime):
+        return v
+    if isinstance(v, dt.datetime):
+        return v.date()
+    return dt.date.fromisoformat(str(v)[:10])
 
 
 @asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",

@@ -23,14 +23,19 @@ def stored_table(settings: RegimeSettings, table: str) -> pl.DataFrame | None:
         return read_table(conn, DEFAULT_SCHEMA, table)
 
 
+def captured_history(settings: RegimeSettings) -> pl.DataFrame | None:
+    """Every stored row of `new_rare_events`: one per event and extent (append-only, keyed by event_id, end)."""
+    return stored_table(settings, "new_rare_events")
+
+
 def captured_events(settings: RegimeSettings) -> list[EventSpec]:
-    """Events appended by `new_rare_events` (its table is append-only, keyed by event_id)."""
-    df = stored_table(settings, "new_rare_events")
+    """Events appended by `new_rare_events`, each at its latest extent (the row with the latest end)."""
+    df = captured_history(settings)
     if df is None or df.height == 0:
         return []
     seeded = {e.id for e in settings.spec.events}
     out = []
-    for r in df.unique("event_id", keep="first").sort("start").iter_rows(named=True):
+    for r in df.sort("end").unique("event_id", keep="last").sort("start").iter_rows(named=True):
         if r["event_id"] in seeded:
             continue
         out.append(EventSpec(id=r["event_id"], start=r["start"], end=r["end"], regime=r["regime"],

@@ -176,11 +176,10 @@ def events_overlap(start: dt.date, end: dt.date, events: Any) -> bool:
     return any(s <= we and e >= ws for ws, we in _windows(events))
 
 
-def event_id_for(start: dt.date, end: dt.date, regime: str) -> str:
-    """Stable id of a captured window: ``captured_{start}_{end}_{regime}`` with ISO dates."""
-    s, e = _date(start, "start"), _date(end, "end")
-    if s > e:
-        raise ArchiveError(f"event_id_for: start {s} is after end {e}")
+def event_id_for(start: dt.date, regime: str) -> str:
+    """Stable id of a captured event: ``captured_{start}_{regime}`` (ISO start date). The end is not part of it:
+    an event that grows keeps its id."""
+    s = _date(start, "start")
     if regime not in REGIMES:
         raise ArchiveError(f"event_id_for: regime {regime!r} is not one of {list(REGIMES)}")
-    return f"captured_{s.isoformat()}_{e.isoformat()}_{regime}"
+    return f"captured_{s.isoformat()}_{regime}"

@@ -13,13 +13,22 @@ Only data dated up to ``as_of`` is read. The scan window is the last ``capture.l
 Runs are found on the whole history up to ``as_of`` and kept when they end inside the scan window, so a
 run's start does not move as the scan window slides. Candidate windows that overlap (share a date) are merged
 into one window whose trigger lists them joined by ``+`` (``vix+crash_share``). A merged window that overlaps
-any existing event (seeded or captured, inclusive dates) is dropped: a run that is still growing next week
-overlaps the event captured from it and creates nothing new.
+a seeded event (inclusive dates) is dropped. A merged window that overlaps a *captured* event (``growable``) and
+ends after it **extends** that event: same ``event_id`` and start, the end moves to the window's end (status
+``extended``); one that ends inside it adds nothing. So an episode that keeps going grows its event week by week
+instead of being frozen at its first detection.
 
-Each event gets ``event_id = captured_{start}_{end}_{regime}`` (ISO dates, stable for the same window),
+A new event (status ``created``) gets ``event_id = captured_{start}_{regime}`` (ISO start date; stable while the
+event grows: the id never carries the end),
 ``weight = capture.default_weight``, ``regime`` = the most common non-normal regime among the symbol-days of
 the window (ties broken by severity: crash, high_vol, recovery, low_vol; ``normal`` when there is none),
-``peak_vix`` = the highest VIX and ``crash_share`` = the highest daily crash share within the window.
+``peak_vix`` = the highest VIX and ``crash_share`` = the highest daily crash share within the window, and
+``extent_days`` = its trading days (dates of ``market_context`` in ``[start, end]``). An extended event keeps its
+regime and weight.
+
+``plan_retrains`` decides which stored rows start a retraining run: a created event, and an extension whose
+extent exceeds the extent of the event's last planned run by at least ``capture.regrow_days`` trading days;
+``run_key = {event_id}@{extent_days}``, so one extent never starts two runs.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from typing import Any
 import polars as pl
 
 from regime_assets.spec import REGIMES, CaptureSpec, DriftSpec, EventSpec
+from regime_assets.core.archive import event_id_for
 from regime_assets.core.dates import as_date
 
 TRIGGERS = ("vix", "crash_share", "drift")
@@ -44,7 +54,11 @@ CANDIDATE_SCHEMA = {
     "trigger": pl.Utf8,
     "peak_vix": pl.Float64,
     "crash_share": pl.Float64,
+    "status": pl.Utf8,
+    "extent_days": pl.Int64,
 }
+STATUS_CREATED = "created"
+STATUS_EXTENDED = "extended"
 
 
 class CaptureError(ValueError):
@@ -149,11 +163,15 @@ def find_candidate_events(
     existing_events: Any,
     cspec: CaptureSpec,
     drift_weeks: int | None = None,
+    growable_events: Any = None,
 ) -> pl.DataFrame:
-    """New candidate events: ``event_id, start, end, regime, weight, trigger, peak_vix, crash_share``.
+    """New and extended events: ``event_id, start, end, regime, weight, trigger, peak_vix, crash_share, status,
+    extent_days``.
 
-    ``drift_weeks`` is the drift window length (default ``DriftSpec().current_weeks``; pass
-    ``spec.drift.current_weeks``). See the module docstring for the rule.
+    ``existing_events`` are the events a window must not overlap (the seeded ones; captured ones passed here
+    too are treated as fixed); ``growable_events`` the captured events a window may extend (EventSpec-like, with
+    ``regime`` and ``weight``). ``drift_weeks`` is the drift window length (default
+    ``DriftSpec().current_weeks``; pass ``spec.drift.current_weeks``). See the module docstring for the rule.
     """
     as_of = _as_date(as_of, "as_of")
     weeks = DriftSpec().current_weeks if drift_weeks is None else int(drift_weeks)
@@ -195,28 +213,93 @@ def find_candidate_events(
     if not windows:
         return empty
 
-    existing = existing_windows(existing_events)
+    grow = {eid: (xs, xe) for eid, xs, xe in existing_windows(growable_events)}
+    if isinstance(growable_events, pl.DataFrame):
+        grow_info = {r["event_id"]: r for r in growable_events.iter_rows(named=True)}
+    else:
+        grow_info = {str(_attr(e, "id", _attr(e, "event_id", ""))): e for e in (growable_events or [])}
+    existing = [w for w in existing_windows(existing_events) if w[0] not in grow]
+    trading = mc.get_column("date")
     rows = []
     for s, e, trig in _merge(windows):
         if any(s <= xe and e >= xs for _, xs, xe in existing):
             continue
-        in_win = (pl.col("date") >= s) & (pl.col("date") <= e)
-        regime = _event_regime(rl.filter(in_win))
+        hits = [(xe, eid, xs) for eid, (xs, xe) in grow.items() if s <= xe and e >= xs]
+        if hits:
+            xe, eid, xs = max(hits)
+            if e <= xe:
+                continue  # inside the event as it stands: nothing new
+            info = grow_info.get(eid)
+            regime = _attr(info, "regime", "normal")
+            weight = float(_attr(info, "weight", cspec.default_weight))
+            start, status = xs, STATUS_EXTENDED
+        else:
+            start, status, weight = s, STATUS_CREATED, float(cspec.default_weight)
+            regime = _event_regime(rl.filter((pl.col("date") >= s) & (pl.col("date") <= e)))
+            eid = event_id_for(s, regime)
+        in_win = (pl.col("date") >= start) & (pl.col("date") <= e)
         peak_vix = mc.filter(in_win).get_column("vix").max()
         peak_crash = daily_crash.filter(in_win).get_column("crash_share").max()
         rows.append({
-            "event_id": f"captured_{s.isoformat()}_{e.isoformat()}_{regime}",
-            "start": s,
+            "event_id": eid,
+            "start": start,
             "end": e,
             "regime": regime,
-            "weight": float(cspec.default_weight),
+            "weight": weight,
             "trigger": "+".join(trig),
             "peak_vix": None if peak_vix is None else float(peak_vix),
             "crash_share": None if peak_crash is None else float(peak_crash),
+            "status": status,
+            "extent_days": int(((trading >= start) & (trading <= e)).sum()),
         })
     if not rows:
         return empty
     return pl.DataFrame(rows, schema=CANDIDATE_SCHEMA).sort("start")
+
+
+def _attr(obj: Any, name: str, default: Any) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def plan_retrains(candidates: pl.DataFrame, history: pl.DataFrame | None, regrow_days: int) -> pl.DataFrame:
+    """``candidates`` + ``retrain`` (bool) and ``run_key``: a created event retrains; an extended one when its
+    extent is at least ``regrow_days`` trading days beyond the extent of the event's last planned run in
+    ``history`` (stored rows with ``event_id, extent_days, retrain``; rows without ``retrain`` count as planned
+    at their extent). A candidate whose (event_id, extent) is already in the history plans nothing."""
+    if regrow_days < 1:
+        raise CaptureError(f"plan_retrains: regrow_days must be >= 1 (got {regrow_days})")
+    last: dict[str, int] = {}
+    seen: set[tuple[str, int]] = set()
+    if history is not None and history.height:
+        h = history
+        if "extent_days" not in h.columns:
+            h = h.with_columns(((pl.col("end") - pl.col("start")).dt.total_days() + 1).alias("extent_days"))
+        if "retrain" not in h.columns:
+            h = h.with_columns(pl.lit(True).alias("retrain"))
+        for eid, ext, planned in h.select("event_id", "extent_days", "retrain").iter_rows():
+            seen.add((eid, int(ext)))
+            if planned:
+                last[eid] = max(last.get(eid, 0), int(ext))
+    flags, keys = [], []
+    for eid, ext, status in candidates.select("event_id", "extent_days", "status").iter_rows():
+        key = f"{eid}@{int(ext)}"
+        if (eid, int(ext)) in seen:
+            go = False
+        elif status == STATUS_CREATED or eid not in last:
+            go = True
+        else:
+            go = int(ext) - last[eid] >= regrow_days
+        if go:
+            last[eid] = int(ext)
+        seen.add((eid, int(ext)))
+        flags.append(go)
+        keys.append(key)
+    return candidates.with_columns(pl.Series("retrain", flags, dtype=pl.Boolean),
+                                   pl.Series("run_key", keys, dtype=pl.Utf8))
 
 
 def as_event_specs(candidates: pl.DataFrame, as_of: dt.date | None = None) -> list[EventSpec]:

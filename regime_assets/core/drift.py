@@ -1,54 +1,55 @@
-"""Drift of the current market against the production model's reference window.
+"""Drift of the current weeks against the recent past: features, regime mix, predictions and a domain classifier.
 
-Three components, each in [0, 1]:
+The windows (which rows are the reference, which the current weeks) are chosen in ``core/monitoring.py``; this
+module only compares two frames. Five statistics, each calibrated on the reference's own windows:
 
-* **feature** -- per feature ``f_*`` the population stability index on the reference's quantile bins
-  (``drift.psi_bins`` bins, deciles by default)::
+* **feature** -- per feature ``f_*`` three statistics of the current vs the reference sample (nulls/NaN dropped):
+  the population stability index on the reference's quantile bins (``drift.psi_bins``, deciles)::
 
-      PSI = sum_b (c_b - r_b) * ln(c_b / r_b)
+      PSI = sum_b (c_b - r_b) * ln(c_b / r_b)        (shares floored at PSI_EPSILON)
 
-  with ``r_b`` / ``c_b`` the reference / current share of bin ``b`` (floored at ``PSI_EPSILON`` so empty bins
-  stay finite; nulls and NaN dropped). Bins are ``(-inf, q_1], (q_1, q_2], ..., (q_{k-1}, inf)`` on the
-  reference quantiles ``q_i = Q(i / psi_bins)`` (duplicates merged). A feature's level is ``major`` when
-  ``PSI >= psi_major``, ``moderate`` when ``PSI >= psi_moderate``, else ``none``. The component is the mean
-  over features of ``min(PSI / psi_major, 1)``; features without data in either window are left out.
-  The two-sample KS statistic (as ``scipy.stats.ks_2samp``) is reported beside PSI and does not enter the score.
+  the two-sample Kolmogorov-Smirnov statistic ``sup |F_c - F_r|`` (as ``scipy.stats.ks_2samp``), and the
+  Wasserstein-1 distance normed by the reference's standard deviation, ``W1(c, r) / sd_r`` (as
+  ``scipy.stats.wasserstein_distance`` / sd; it grows with "how far beyond the reference", where PSI and KS
+  saturate once a window sits in one corner). A feature's level is ``major`` when ``PSI >= psi_major``,
+  ``moderate`` when ``PSI >= psi_moderate``, else ``none``.
 * **regime** -- total variation distance of the regime shares: ``0.5 * sum_r |cur_r - ref_r|`` over REGIMES.
 * **prediction** -- total variation distance of the production model's predicted class shares (argmax of the
-  class probabilities, or the predicted classes) on the current vs the reference window.
+  class probabilities, or the predicted classes) on the current weeks vs on the reference rows it did not train on.
+* **domain** -- a small LightGBM classifier told current rows from reference rows, cross-validated with folds
+  by date (a date's rows are never split across folds); its out-of-fold AUROC. Only features whose windows are all
+  at most ``drift.domain_max_window`` days enter it (a slow feature places any four weeks in one corner of the
+  reference, and calendar features name the month: either would make every window separable).
 
-Calibration against the reference's own windows (``drift.calibration: reference_windows``, the default).
-A raw statistic of a few weeks against years is large even in a calm market: four weeks sit in one corner of
-any slow feature's distribution (VIX level, 200-day trend) and in one or two regimes. So each statistic is
-compared with what the *reference itself* shows for windows of the same length: the reference is cut into
-consecutive ``drift.current_weeks``-week windows (a window with fewer than half the median rows is dropped),
-the same statistic is computed for each window against the whole reference, and ``q`` is its
-``drift.null_quantile`` quantile (the ``null``). The calibrated value is the excess over that null::
+Calibration (``drift.calibration: reference_windows``, the default). Four weeks against three years look
+different even in a calm market, so each statistic is compared with what the *reference itself* shows for
+windows of the same length: the reference is cut into consecutive ``drift.current_weeks``-week windows (a window
+with fewer than half the median rows is dropped), the same statistic is computed for each window against the
+whole reference (for the domain classifier: ``drift.domain_null_windows`` evenly spaced windows, each against the
+rest of the reference), and ``q`` is its ``drift.null_quantile`` quantile (the ``null``). The calibrated value is
+the excess over that null::
 
     excess(x) = min(max(x / max(q, floor) - 1, 0), 1)
 
 0 while the current window looks like an ordinary window of the reference, 1 at twice the null quantile or more.
-Per feature two statistics are calibrated so: ``PSI`` (``floor = psi_moderate``) and the mean shift
-``z = |mean_cur - mean_ref| / sd_ref`` (``floor = drift.z_floor``) -- PSI on reference deciles saturates once a
-window sits in one or two bins, which an ordinary few weeks of a slow feature already do, so it cannot tell
-"in the reference's calm corner" from "far beyond anything the reference saw"; the mean shift can. A feature's
-excess is the larger of the two and the feature component is the mean excess over features; the regime component uses the regime TVD with ``floor = drift.tvd_floor``; the prediction component
-uses the prediction TVD of the validation predictions' windows (when their dates are given) with the same floor.
-A component whose reference yields fewer than ``drift.min_null_windows`` windows falls back to its raw value
-(``min(PSI / psi_major, 1)`` averaged, or the TVD). ``drift.calibration: none`` gives the raw components.
+Floors: PSI ``psi_moderate``, KS ``drift.ks_floor``, Wasserstein ``drift.wasserstein_floor``, TVDs
+``drift.tvd_floor``, AUROC - 0.5 ``drift.domain_floor`` (on ``AUROC - 0.5``). A feature's excess is the largest of
+its three; the feature component is the mean excess over features. A component whose reference yields fewer than
+``drift.min_null_windows`` windows falls back to its raw value (``min(PSI / psi_major, 1)`` averaged; the TVDs;
+``max(2 * AUROC - 1, 0)``). ``drift.calibration: none`` gives the raw components.
 
 Overall::
 
     score = sum_c w_c * s_c / sum_c w_c      (c over the available components, w = drift.score_weights)
 
-Without predictions (no production model) the prediction component is 0 and unavailable: its weight is
-redistributed over the other components in proportion to their weights. If the available weights sum to 0,
-the score is 0. The score is in [0, 1]; ``drift.retrain_threshold`` compares against it.
+Without predictions (no production model) the prediction component is unavailable, and without enough rows
+(or with ``drift.domain_classifier: false``) the domain component is: their weights are redistributed over the
+others in proportion to their weights. If the available weights sum to 0, the score is 0. The score is in
+[0, 1]; ``drift.retrain_threshold`` compares against it.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import numpy as np
@@ -58,8 +59,9 @@ from regime_assets.spec import CLASSES, REGIMES, DriftSpec
 
 PSI_EPSILON = 1e-4
 LEVELS = ("none", "moderate", "major")
-FEATURE_TABLE_SCHEMA = {"feature": pl.Utf8, "psi": pl.Float64, "ks": pl.Float64, "level": pl.Utf8,
-                        "null_psi": pl.Float64, "excess": pl.Float64}
+FEATURE_TABLE_SCHEMA = {"feature": pl.Utf8, "psi": pl.Float64, "ks": pl.Float64, "wasserstein": pl.Float64,
+                        "level": pl.Utf8, "null_psi": pl.Float64, "null_ks": pl.Float64,
+                        "null_wasserstein": pl.Float64, "excess": pl.Float64}
 
 
 class DriftError(ValueError):
@@ -227,29 +229,9 @@ def _psi_by_window(values: np.ndarray, ids: np.ndarray, bins: int, eps: float) -
     return out
 
 
-def _z_by_window(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """|mean of each window - mean of all| / sd of all (NaN for a window without finite values)."""
-    ok = np.isfinite(values)
-    x, w = values[ok], ids[ok]
-    n_win = int(ids.max()) + 1 if ids.size and ids.max() >= 0 else 0
-    if x.size < 2 or n_win == 0:
-        return np.full(n_win, np.nan)
-    sel = w >= 0
-    sums = np.bincount(w[sel], weights=x[sel], minlength=n_win)
-    cnt = np.bincount(w[sel], minlength=n_win).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.abs(sums / cnt - x.mean()) / _sd(x)
-
-
 def _sd(x: np.ndarray) -> float:
     sd = float(np.std(x))
     return sd if sd > 0 else float("inf")
-
-
-def _z(ref: np.ndarray, cur: np.ndarray) -> float:
-    if ref.size < 2 or cur.size == 0:
-        return float("nan")
-    return float(abs(cur.mean() - ref.mean()) / _sd(ref))
 
 
 def _shares_by_window(codes: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
@@ -276,6 +258,113 @@ def _null_quantile(stats_: np.ndarray, dspec: DriftSpec) -> tuple[float, int]:
     return float(np.quantile(v, dspec.null_quantile)), int(v.size)
 
 
+COMPONENTS = ("feature", "regime", "prediction", "domain")
+CALENDAR_FEATURES = ("f_dow", "f_month", "f_vix_is_real")
+
+
+def _window_ecdf_stats(values: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(KS, W1 / sd) of every window (``ids`` >= 0) of ``values`` against all of ``values``; NaN for a window
+    without finite values. Exact: a window's values are reference values, so both ECDFs step only at the
+    reference's distinct values."""
+    ok = np.isfinite(values)
+    x, w = values[ok], ids[ok]
+    n_win = int(ids.max()) + 1 if ids.size and ids.max() >= 0 else 0
+    nan = np.full(n_win, np.nan)
+    if x.size < 2 or n_win == 0:
+        return nan, nan.copy()
+    uniq, cnt = np.unique(x, return_counts=True)
+    f_ref = np.cumsum(cnt) / x.size
+    pos = np.searchsorted(uniq, x)
+    sel = w >= 0
+    u = uniq.size
+    counts = np.bincount(w[sel] * u + pos[sel], minlength=n_win * u).reshape(n_win, u).astype(np.float64)
+    tot = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = np.abs(np.cumsum(counts, axis=1) / tot - f_ref)
+    ks_w = diff.max(axis=1)
+    w1 = (diff[:, :-1] * np.diff(uniq)).sum(axis=1) / _sd(x) if u > 1 else np.zeros(n_win)
+    empty = tot[:, 0] == 0
+    ks_w[empty], w1[empty] = np.nan, np.nan
+    return ks_w, w1
+
+
+def wasserstein(reference: np.ndarray, current: np.ndarray) -> float:
+    """``scipy.stats.wasserstein_distance(current, reference) / sd(reference)`` (NaN/null dropped; NaN when
+    either sample is empty; 0 for a constant reference and an equal current)."""
+    from scipy.stats import wasserstein_distance
+
+    r, c = _clean(reference), _clean(current)
+    if r.size == 0 or c.size == 0:
+        return float("nan")
+    d = float(wasserstein_distance(c, r))
+    return d / _sd(r) if d > 0 else 0.0
+
+
+def domain_features(features: list[str], max_window: int) -> list[str]:
+    """Features the domain classifier reads: every window in the name (``f_vol_ratio_5_10`` -> 5, 10) at most
+    ``max_window`` days; calendar features and features without a window are left out."""
+    import re
+
+    out = []
+    for f in features:
+        if f in CALENDAR_FEATURES:
+            continue
+        nums = [int(n) for n in re.findall(r"_(\d+)", f)]
+        if nums and max(nums) <= max_window:
+            out.append(f)
+    return out
+
+
+def domain_auc(reference: pl.DataFrame, current: pl.DataFrame, features: list[str], dspec: DriftSpec,
+               seed: int = 0) -> float:
+    """Out-of-fold AUROC of a small LightGBM classifier told ``current`` (1) from ``reference`` (0) rows.
+
+    Folds are drawn by date (``drift.domain_folds``), so a date's rows are all in one fold; the reference is
+    subsampled to ``drift.domain_max_rows`` rows. NaN when a side has too few rows or dates for the folds."""
+    import lightgbm as lgb
+    from sklearn.metrics import roc_auc_score
+
+    if not features or current.height < 20 or reference.height < 20:
+        return float("nan")
+    if reference.height > dspec.domain_max_rows:
+        reference = reference.sample(dspec.domain_max_rows, seed=seed)
+    x = np.vstack([reference.select(features).cast(pl.Float32).to_numpy(),
+                   current.select(features).cast(pl.Float32).to_numpy()])
+    y = np.r_[np.zeros(reference.height), np.ones(current.height)]
+    days = np.r_[reference.get_column("date").to_physical().to_numpy(),
+                 current.get_column("date").to_physical().to_numpy()]
+    uniq, inv = np.unique(days, return_inverse=True)
+    k = dspec.domain_folds
+    fold = np.random.default_rng(seed).permutation(np.arange(uniq.size) % k)[inv]
+    p = np.full(y.size, np.nan)
+    for f in range(k):
+        tr, te = fold != f, fold == f
+        if len(np.unique(y[tr])) < 2 or not te.any():
+            return float("nan")
+        m = lgb.LGBMClassifier(n_estimators=dspec.domain_trees, num_leaves=15, learning_rate=0.1, subsample=0.8,
+                               subsample_freq=1, colsample_bytree=0.5, min_child_samples=20, n_jobs=1,
+                               verbose=-1, random_state=seed, is_unbalance=True)
+        m.fit(x[tr], y[tr])
+        p[te] = m.predict_proba(x[te])[:, 1]
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(roc_auc_score(y, p))
+
+
+def _domain_null(reference: pl.DataFrame, ids: np.ndarray, features: list[str], dspec: DriftSpec,
+                 seed: int) -> np.ndarray:
+    valid = np.unique(ids[ids >= 0])
+    if valid.size < 2:
+        return np.zeros(0)
+    pick = valid[np.unique(np.linspace(0, valid.size - 1, min(dspec.domain_null_windows, valid.size)).round()
+                           .astype(int))]
+    out = []
+    for w in pick:
+        inside = pl.Series(ids == w)
+        out.append(domain_auc(reference.filter(~inside), reference.filter(inside), features, dspec, seed + int(w)))
+    return np.array(out, dtype=np.float64)
+
+
 def drift_report(
     reference: pl.DataFrame,
     current: pl.DataFrame,
@@ -284,18 +373,19 @@ def drift_report(
     ref_pred: np.ndarray | None = None,
     cur_pred: np.ndarray | None = None,
     ref_pred_dates: Any = None,
+    seed: int = 0,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Per-feature PSI/KS table (``feature, psi, ks, level``, most drifted first) and a summary dict.
+    """Per-feature table (``feature, psi, ks, wasserstein, level, null_psi, null_ks, null_wasserstein, excess``,
+    most drifted first) and a summary dict.
 
     ``ref_pred`` are the production model's predictions (class probabilities ``(n, 3)`` in CLASSES order, or
-    classes as names or indices) on its own validation data, ``cur_pred`` on the current window; the two need
-    not have the same length. Either being None makes the prediction component unavailable. ``ref_pred_dates``
-    (one date per ``ref_pred`` row) lets the prediction component be calibrated on the validation windows.
+    classes as names or indices) on reference rows it did not train on, ``cur_pred`` on the current window; the
+    two need not have the same length. Either being None makes the prediction component unavailable.
+    ``ref_pred_dates`` (one date per ``ref_pred`` row) lets the prediction component be calibrated on its windows.
 
-    The summary holds ``feature_score, regime_score, prediction_score, score, weights`` (the effective ones),
-    ``prediction_available, above_threshold, top_features, n_features, n_moderate, n_major, n_reference,
-    n_current, regime_shares_reference, regime_shares_current, prediction_shares_reference,
-    prediction_shares_current`` and the windows' dates.
+    The summary holds ``feature_score, regime_score, prediction_score, domain_score, score, weights`` (the
+    effective ones), ``raw``, ``null_quantiles``, ``prediction_available, domain_available, above_threshold,
+    top_features, n_features, n_moderate, n_major, n_reference, n_current``, the shares and the windows' dates.
     """
     for which, df in (("reference", reference), ("current", current)):
         missing = [c for c in [*features, "regime"] if c not in df.columns]
@@ -311,49 +401,45 @@ def drift_report(
 
     calibrate = dspec.calibration == "reference_windows" and "date" in reference.columns
     ids = window_ids(reference.get_column("date"), dspec.current_weeks) if calibrate else None
-    psis: list[float] = []
-    kss: list[float] = []
-    nulls: list[float] = []
-    z_exc: list[float] = []
+    n = len(features)
+    psis, kss, w1s = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    q_psi, q_ks, q_w1 = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     n_null = 0
-    for f in features:
+    for i, f in enumerate(features):
         col = _column(reference, f)
-        rs, cs = np.sort(_clean(col)), np.sort(_clean(_column(current, f)))
-        psis.append(_psi_sorted(rs, cs, dspec.psi_bins, PSI_EPSILON))
-        kss.append(_ks_sorted(rs, cs))
+        cur_col = _column(current, f)
+        rs, cs = np.sort(_clean(col)), np.sort(_clean(cur_col))
+        psis[i] = _psi_sorted(rs, cs, dspec.psi_bins, PSI_EPSILON)
+        kss[i] = _ks_sorted(rs, cs)
+        w1s[i] = wasserstein(rs, cs)
         if ids is not None:
-            q, n_null = _null_quantile(_psi_by_window(col, ids, dspec.psi_bins, PSI_EPSILON), dspec)
-            qz, _ = _null_quantile(_z_by_window(col, ids), dspec)
-            nulls.append(q)
-            z_exc.append(excess(_z(rs, cs), qz, dspec.z_floor) if np.isfinite(qz) else float("nan"))
-        else:
-            nulls.append(float("nan"))
-            z_exc.append(float("nan"))
-    psi_arr = np.array(psis, dtype=np.float64)
-    null_arr = np.array(nulls, dtype=np.float64)
-    feat_cal = calibrate and np.isfinite(null_arr).any()
+            q_psi[i], n_null = _null_quantile(_psi_by_window(col, ids, dspec.psi_bins, PSI_EPSILON), dspec)
+            k_w, w_w = _window_ecdf_stats(col, ids)
+            q_ks[i], _ = _null_quantile(k_w, dspec)
+            q_w1[i], _ = _null_quantile(w_w, dspec)
+    feat_cal = calibrate and np.isfinite(q_psi).any()
     if feat_cal:
-        exc = np.array([max(excess(p, q, dspec.psi_moderate), z if np.isfinite(z) else 0.0)
-                        for p, q, z in zip(psi_arr, null_arr, z_exc)])
-        exc[~np.isfinite(psi_arr)] = np.nan
+        exc = np.array([np.nanmax([excess(p, qp, dspec.psi_moderate), excess(k, qk, dspec.ks_floor),
+                                   excess(w, qw, dspec.wasserstein_floor)])
+                        if np.isfinite(p) else np.nan
+                        for p, qp, k, qk, w, qw in zip(psis, q_psi, kss, q_ks, w1s, q_w1)])
     else:
-        exc = np.minimum(psi_arr / dspec.psi_major, 1.0)
+        exc = np.minimum(psis / dspec.psi_major, 1.0)
+
+    def _opt(a: np.ndarray) -> list[float | None]:
+        return [None if not np.isfinite(v) else float(v) for v in a]
+
     table = (
         pl.DataFrame(
-            {
-                "feature": list(features),
-                "psi": [None if not np.isfinite(v) else v for v in psis],
-                "ks": [None if not np.isfinite(v) else v for v in kss],
-                "level": [_level(v, dspec) for v in psis],
-                "null_psi": [None if not np.isfinite(v) else v for v in nulls],
-                "excess": [None if not np.isfinite(v) else float(v) for v in exc],
-            },
+            {"feature": list(features), "psi": _opt(psis), "ks": _opt(kss), "wasserstein": _opt(w1s),
+             "level": [_level(v, dspec) for v in psis], "null_psi": _opt(q_psi), "null_ks": _opt(q_ks),
+             "null_wasserstein": _opt(q_w1), "excess": _opt(exc)},
             schema=FEATURE_TABLE_SCHEMA,
         )
         .sort(["excess", "psi", "feature"], descending=[True, True, False], nulls_last=True)
     )
 
-    finite = psi_arr[np.isfinite(psi_arr)]
+    finite = psis[np.isfinite(psis)]
     feature_raw = float(np.mean(np.minimum(finite / dspec.psi_major, 1.0))) if finite.size else 0.0
     exc_f = exc[np.isfinite(exc)]
     feature_score = float(np.mean(exc_f)) if exc_f.size else 0.0
@@ -384,10 +470,26 @@ def drift_report(
         ref_cls = cur_cls = None
         prediction_score = 0.0
 
-    comps = {"feature": feature_score, "regime": regime_score, "prediction": prediction_score}
-    raw_w = dict(dspec.score_weights)
+    dom_feats = domain_features(list(features), dspec.domain_max_window)
+    domain_raw, domain_null, domain_score = float("nan"), float("nan"), 0.0
+    wants_domain = dspec.domain_classifier and dspec.score_weights.get("domain", 0.0) > 0 and dom_feats
+    if wants_domain and "date" in reference.columns and "date" in current.columns:
+        domain_raw = domain_auc(reference, current, dom_feats, dspec, seed)
+        if np.isfinite(domain_raw) and ids is not None:
+            nulls = _domain_null(reference, ids, dom_feats, dspec, seed)
+            domain_null, _ = _null_quantile(nulls, dspec)
+        if np.isfinite(domain_raw):
+            domain_score = (excess(domain_raw - 0.5, domain_null - 0.5, dspec.domain_floor)
+                            if np.isfinite(domain_null) else max(2.0 * domain_raw - 1.0, 0.0))
+    domain_available = bool(np.isfinite(domain_raw))
+
+    comps = {"feature": feature_score, "regime": regime_score, "prediction": prediction_score,
+             "domain": domain_score}
+    raw_w = {c: float(dspec.score_weights.get(c, 0.0)) for c in COMPONENTS}
     if not pred_available:
         raw_w["prediction"] = 0.0
+    if not domain_available:
+        raw_w["domain"] = 0.0
     wsum = sum(raw_w.values())
     weights = {k: (v / wsum if wsum > 0 else 0.0) for k, v in raw_w.items()}
     score = float(np.clip(sum(weights[k] * comps[k] for k in comps), 0.0, 1.0))
@@ -395,19 +497,32 @@ def drift_report(
     ref_start, ref_end = _date_range(reference)
     cur_start, cur_end = _date_range(current)
     levels = table.get_column("level")
+
+    def _fin(v: float) -> float | None:
+        return float(v) if np.isfinite(v) else None
+
     summary: dict[str, Any] = {
         "feature_score": feature_score,
         "regime_score": regime_score,
         "prediction_score": prediction_score,
+        "domain_score": domain_score,
         "score": score,
         "weights": weights,
         "calibration": dspec.calibration if calibrate else "none",
         "null_windows": n_null,
-        "raw": {"feature": feature_raw, "regime": regime_raw, "prediction": prediction_raw},
-        "null_quantiles": {"feature_median": float(np.nanmedian(null_arr)) if np.isfinite(null_arr).any() else None,
-                           "regime": regime_null if np.isfinite(regime_null) else None,
-                           "prediction": pred_null if np.isfinite(pred_null) else None},
+        "raw": {"feature": feature_raw, "regime": regime_raw, "prediction": prediction_raw,
+                "domain_auc": _fin(domain_raw),
+                "psi_mean": _fin(np.nanmean(psis)) if np.isfinite(psis).any() else None,
+                "ks_mean": _fin(np.nanmean(kss)) if np.isfinite(kss).any() else None,
+                "wasserstein_mean": _fin(np.nanmean(w1s)) if np.isfinite(w1s).any() else None},
+        "null_quantiles": {"psi_median": _fin(np.nanmedian(q_psi)) if np.isfinite(q_psi).any() else None,
+                           "ks_median": _fin(np.nanmedian(q_ks)) if np.isfinite(q_ks).any() else None,
+                           "wasserstein_median": _fin(np.nanmedian(q_w1)) if np.isfinite(q_w1).any() else None,
+                           "regime": _fin(regime_null), "prediction": _fin(pred_null),
+                           "domain_auc": _fin(domain_null)},
+        "domain_features": len(dom_feats),
         "prediction_available": pred_available,
+        "domain_available": domain_available,
         "retrain_threshold": dspec.retrain_threshold,
         "above_threshold": score >= dspec.retrain_threshold,
         "top_features": table.filter(pl.col("psi").is_not_null() & (pl.col("excess") > 0)).head(dspec.top_features)
@@ -427,26 +542,3 @@ def drift_report(
         "prediction_shares_current": None if cur_cls is None else dict(zip(CLASSES, cur_cls.round(6).tolist())),
     }
     return table, summary
-
-
-def select_windows(
-    labeled: pl.DataFrame,
-    as_of: dt.date,
-    reference_start: dt.date,
-    reference_end: dt.date,
-    current_weeks: int,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(reference, current): reference = dates in [reference_start, min(reference_end, as_of)],
-    current = dates in (as_of - current_weeks weeks, as_of]. Nothing after ``as_of`` is returned."""
-    if "date" not in labeled.columns:
-        raise DriftError("select_windows: frame has no 'date' column")
-    if reference_start > reference_end:
-        raise DriftError(f"select_windows: reference_start {reference_start} is after reference_end {reference_end}")
-    if current_weeks < 1:
-        raise DriftError(f"select_windows: current_weeks must be >= 1 (got {current_weeks})")
-    ref_hi = min(reference_end, as_of)
-    cur_lo = as_of - dt.timedelta(weeks=current_weeks)
-    d = pl.col("date")
-    reference = labeled.filter((d >= reference_start) & (d <= ref_hi))
-    current = labeled.filter((d > cur_lo) & (d <= as_of))
-    return reference, current

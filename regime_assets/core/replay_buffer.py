@@ -1,4 +1,8 @@
-"""Error replay buffer: the recent rows the previous production model got most wrong.
+"""Error replay buffer: the rows after its training window that the production model got most wrong.
+
+The candidates are the labelled rows dated after the champion's training window (``after_training_window``:
+``date > train_end`` from its registry record, up to the as-of date) -- its out-of-sample predictions, never its
+own training rows, whose in-sample errors are mostly noise.
 
 Per labelled row the loss is the log-loss of the true class, ``replay_loss = -ln(max(p_true, LOSS_EPSILON))``,
 with ``p`` the previous production model's class probabilities in CLASSES order (rows renormalised to sum to
@@ -9,6 +13,7 @@ Output: the input's columns + ``replay_loss`` (Float64), sorted by symbol, date.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import numpy as np
@@ -55,14 +60,37 @@ def replay_losses(labels: pl.Series, proba: np.ndarray) -> np.ndarray:
     return -np.log(np.maximum(p_true, LOSS_EPSILON))
 
 
+def after_training_window(labeled: pl.DataFrame, train_end: dt.date | None,
+                          as_of: dt.date | None = None) -> pl.DataFrame:
+    """Labelled rows dated after ``train_end`` (the model's last training date) and up to ``as_of``; empty when
+    ``train_end`` is unknown (no row can then be shown to lie outside the training window)."""
+    for c in ("date", "label"):
+        if c not in labeled.columns:
+            raise ReplayBufferError(f"replay buffer: the labelled frame has no {c!r} column")
+    if train_end is None:
+        return labeled.head(0)
+    keep = (pl.col("date") > train_end) & pl.col("label").is_not_null()
+    if as_of is not None:
+        keep = keep & (pl.col("date") <= as_of)
+    return labeled.filter(keep)
+
+
 def error_replay_buffer(labeled_recent: pl.DataFrame, proba: np.ndarray | None,
-                        rspec: ReplayBufferSpec) -> pl.DataFrame:
+                        rspec: ReplayBufferSpec, train_end: dt.date | None = None) -> pl.DataFrame:
     """The worst ``worst_fraction`` of labelled rows by log-loss (at most ``max_rows``) + ``replay_loss``.
 
-    ``proba`` is None when there is no previous production model: the buffer is then empty.
+    ``proba`` is None when there is no previous production model: the buffer is then empty. With
+    ``train_end`` every row must be dated after it (pass ``after_training_window``'s rows): a row of the
+    model's own training window is refused.
     """
     if "label" not in labeled_recent.columns:
         raise ReplayBufferError("replay buffer: the labelled frame has no 'label' column")
+    if train_end is not None and labeled_recent.height:
+        inside = labeled_recent.filter(pl.col("date") <= train_end)
+        if inside.height:
+            sym = inside["symbol"][0] if "symbol" in inside.columns else "?"
+            raise ReplayBufferError(f"replay buffer: {inside.height} rows lie in the model's training window "
+                                    f"(first: symbol {sym} on {inside['date'][0]}, training ends {train_end})")
     if proba is None or labeled_recent.height == 0:
         return empty_like(labeled_recent)
     loss = replay_losses(labeled_recent.get_column("label"), proba)

@@ -381,7 +381,7 @@ def drift_plot(feature_table: pl.DataFrame, score: float | None, history: pl.Dat
         return _png(fig)
 
 
-def replay_timeline_plot(timeline: pl.DataFrame, threshold: float | None = None,
+def rewind_timeline_plot(timeline: pl.DataFrame, threshold: float | None = None,
                          title: str = "Drift score, retrains and captured events") -> bytes:
     """Drift score over ``as_of`` (left axis) with VIX (right axis), retrain weeks marked, captured events drawn."""
     if timeline is None or timeline.height == 0 or not {"as_of", "drift_score"} <= set(timeline.columns):

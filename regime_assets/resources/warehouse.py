@@ -139,6 +139,7 @@ def write_table(connection: duckdb.DuckDBPyConnection, schema: str, table: str, 
     connection.execute("begin transaction")
     try:
         connection.execute(f"create table if not exists {qual} as select * from arrow limit 0")
+        _add_new_columns(connection, schema, table, frame)
         before = connection.execute(f"select count(*) from {qual}").fetchall()[0][0]
         cond = " and ".join(f't."{k}" is not distinct from n."{k}"' for k in keys)
         # dedupe the incoming frame on the key too, then insert only keys not stored yet
@@ -153,6 +154,20 @@ def write_table(connection: duckdb.DuckDBPyConnection, schema: str, table: str, 
         connection.execute("rollback")
         raise
     return int(after - before)
+
+
+def _add_new_columns(connection: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pl.DataFrame) -> None:
+    """An append-only table whose rows gained columns (a newer version of the asset) gets them added, null for
+    the rows stored before; nothing stored is changed."""
+    stored = {r[0] for r in connection.execute(
+        "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
+        [schema, table]).fetchall()}
+    new = [c for c in frame.columns if c not in stored]
+    if not new:
+        return
+    arrow = frame.select(new).head(0).to_arrow()  # noqa: F841  (referenced by name in the SQL below)
+    for name, sql_type, *_ in connection.execute("describe select * from arrow").fetchall():
+        connection.execute(f'alter table "{schema}"."{table}" add column "{name}" {sql_type}')
 
 
 def read_table(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -> pl.DataFrame | None:

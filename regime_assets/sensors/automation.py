@@ -100,16 +100,26 @@ def drift_decisions(records, threshold: float) -> tuple[list[RunRequest], list[s
 
 
 def event_decisions(records) -> tuple[list[RunRequest], int | None]:
+    """One run request per planned run of a new_rare_events record (``retrain_runs``: a new event, or one grown
+    by ``capture.regrow_days``), run key ``event_id@extent_days`` -- the same extent never starts two runs.
+    A record written before events could grow names only ``new_event_ids`` (run key = the event id)."""
     runs, last = [], None
     for rec in records:
         last = rec.storage_id
         mat = rec.asset_materialization
-        ids = _meta_value(mat, "new_event_ids") if mat else None
-        if isinstance(ids, str):
-            ids = json.loads(ids)
-        for event_id in ids or []:
-            runs.append(RunRequest(run_key=str(event_id),
-                                   tags={TRIGGER_TAG: "new-event sensor", "regime_assets/event_id": str(event_id)}))
+        planned = _meta_value(mat, "retrain_runs") if mat else None
+        if isinstance(planned, str):
+            planned = json.loads(planned)
+        if planned is None:
+            ids = _meta_value(mat, "new_event_ids") if mat else None
+            if isinstance(ids, str):
+                ids = json.loads(ids)
+            planned = [{"event_id": str(e), "extent_days": None, "run_key": str(e)} for e in ids or []]
+        for p in planned:
+            tags = {TRIGGER_TAG: "new-event sensor", "regime_assets/event_id": str(p["event_id"])}
+            if p.get("extent_days") is not None:
+                tags["regime_assets/event_extent_days"] = str(p["extent_days"])
+            runs.append(RunRequest(run_key=str(p["run_key"]), tags=tags))
     return runs, last
 
 
@@ -133,14 +143,15 @@ def build_sensors(spec: Spec, retrain_job, record_failure, monitored_jobs: list)
 
     @sensor(name="new_event_sensor", job=retrain_job, minimum_interval_seconds=a.sensor_interval_seconds,
             default_status=status,
-            description="Retrains when new_rare_events captures a new event (run_key = the event id).")
+            description="Retrains when new_rare_events captures a new event or an event grows by "
+                        f"{spec.capture.regrow_days} trading days (run_key = event id @ extent in trading days).")
     def new_event_sensor(context: SensorEvaluationContext):
         records = _records(context, "new_rare_events")
         if not records:
             return SkipReason("no new new_rare_events materialization")
         runs, last = event_decisions(records)
         if not runs:
-            return SensorResult(skip_reason=SkipReason("no new event in the latest captures"), cursor=str(last))
+            return SensorResult(skip_reason=SkipReason("no new event and no event grown enough in the latest captures"), cursor=str(last))
         return SensorResult(run_requests=runs, cursor=str(last))
 
     @run_failure_sensor(name="training_run_failure_recorder", monitored_jobs=monitored_jobs,
