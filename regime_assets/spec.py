@@ -276,8 +276,22 @@ class WalkForwardSpec(_Strict):
         description="Per-model parameter overrides for backtest fits (applied after n_estimators): small, strongly "
                     "regularised trees and a capped logistic regression, so the backtest fits in about a minute on 2 cores.")
     min_train_rows: int = Field(default=1000, ge=1, description="A fold with fewer labelled training rows is skipped.")
-    n_jobs: int = Field(default=2, ge=1, description="Folds fitted in parallel threads (every fit single-threaded).")
+    n_jobs: int = Field(default=2, ge=1, description="Kept for older specs; folds run one after another (each "
+                                                     "fold's replay buffer comes from the previous fold).")
     seed: int = Field(default=42, description="Seed of the per-fold draw of at most max_train_rows rows.")
+    candidate_params: dict[str, dict[str, Any]] = Field(
+        default={"gradient_boosting": {"max_iter": 60}, "mlp": {"max_iter": 15}, "svm": {"max_iter": 20}},
+        description="Per-model size overrides for the walk-forward fits of the candidates (the production recipe; "
+                    "applied after n_estimators).")
+    production_arms: list[str] = Field(
+        default=["no_archive"],
+        description="The production recipe with one part removed, compared with the meta-learner: no_archive, "
+                    "no_replay, no_balance, no_weights.")
+    loco_production: bool = Field(default=True, description="Leave-one-crisis-out also fits the production "
+                                                            "candidates (else only the arms and baselines).")
+    fold_store: bool = Field(default=True, description="Keep fold results under the home (folds/) keyed by fold "
+                                                       "window, rows hash and recipe hash; unchanged folds are "
+                                                       "never fitted again.")
 
 
 class GateSpec(_Strict):
@@ -286,7 +300,12 @@ class GateSpec(_Strict):
     regime_margin: float = Field(default=0.02, ge=0, le=1, description="Largest allowed loss in any regime.")
     min_regime_rows: int = Field(default=200, ge=1)
     min_samples: int = Field(default=1000, ge=1)
-    bootstrap_reps: int = Field(default=200, ge=20)
+    bootstrap_reps: int = Field(default=1000, ge=20)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Level of the gate's paired intervals "
+                                                                      "(Bonferroni-adjusted for a best-of-K choice).")
+    max_log_loss_excess: float = Field(default=0.0, ge=0, description="Rule (b): the challenger's walk-forward "
+                                                                      "log-loss may exceed the regime prior's by "
+                                                                      "at most this much overall.")
 
 
 class ShapSpec(_Strict):
