@@ -268,7 +268,8 @@ class WalkForwardSpec(_Strict):
     n_estimators: int = Field(default=100, ge=10, description="Boosting rounds for backtest fits (kept small).")
     leave_one_crisis_out: bool = True
     meta_models: list[str] = Field(default=["lightgbm", "logreg"],
-                                   description="Models of the backtest meta learner (fitted for the 'full' arm).")
+                                   description="Kept for older specs: the walk-forward meta-learner is the "
+                                               "production one (every enabled model).")
     model_params: dict[str, dict[str, Any]] = Field(
         default={"lightgbm": {"num_leaves": 7, "max_bin": 15, "min_child_samples": 300, "colsample_bytree": 0.2,
                               "subsample": 0.3, "force_col_wise": True, "bin_construct_sample_cnt": 5000},

@@ -48,6 +48,12 @@ def fold_store(settings: RegimeSettings) -> FoldStore:
     return FoldStore(settings.home_path / "folds" if settings.spec.walk_forward.fold_store else None)
 
 
+def _query(conn, sql: str, params: list | None = None) -> pl.DataFrame:
+    """A query's result as a polars frame (through ``sql``: no extra copy of the rows)."""
+    rel = conn.sql(sql, params=params) if params else conn.sql(sql)
+    return pl.from_arrow(rel.to_arrow_table())
+
+
 class WarehouseRows:
     """A ``RowSource`` over the warehouse tables: each call reads only the labelled rows of the dates asked for."""
 
@@ -84,14 +90,14 @@ class WarehouseRows:
         sql = f"select distinct date from {self.lab}"
         if self.has_archive:
             sql += f" union select distinct date from {self.arch}"
-        d = pl.from_arrow(self.conn.execute(sql).to_arrow_table()).to_series()
+        d = _query(self.conn, sql).to_series()
         return np.unique(to_days(d.cast(pl.Date)))
 
     def labeled(self, ranges) -> pl.DataFrame:
         where, params = self._where(ranges)
-        return pl.from_arrow(self.conn.execute(
+        return _query(self.conn,
             f"select {self._cols} from {self.lab} where label is not null and {where} order by symbol, date",
-            params).to_arrow_table())
+            params)
 
     def archive(self, ranges) -> pl.DataFrame:
         if not self.has_archive:
@@ -99,16 +105,16 @@ class WarehouseRows:
                                                  pl.lit(None, dtype=pl.Utf8).alias("event_regime"),
                                                  pl.lit(None, dtype=pl.Float64).alias("event_weight"))
         where, params = self._where(ranges)
-        return pl.from_arrow(self.conn.execute(
+        return _query(self.conn,
             f"select {self._cols}, event_id, event_regime, cast(event_weight as double) as event_weight "
-            f"from {self.arch} where label is not null and {where} order by event_id, symbol, date", params).to_arrow_table())
+            f"from {self.arch} where label is not null and {where} order by event_id, symbol, date", params)
 
     def archive_events(self) -> pl.DataFrame:
         if not self.has_archive:
             return pl.DataFrame(schema={"event_id": pl.Utf8, "event_regime": pl.Utf8, "lo": pl.Date, "hi": pl.Date})
-        return pl.from_arrow(self.conn.execute(
+        return _query(self.conn,
             f"select event_id, first(event_regime) as event_regime, min(date) as lo, max(date) as hi from {self.arch} "
-            f"where label is not null group by event_id order by lo, event_id").to_arrow_table())
+            f"where label is not null group by event_id order by lo, event_id")
 
 
 class _TableSink:
@@ -193,9 +199,9 @@ def walk_forward(context: AssetExecutionContext, settings: RegimeSettings):
         loco = res.loco_predictions
         arrow = loco.to_arrow()  # noqa: F841
         conn.execute(f'create or replace table "{DEFAULT_SCHEMA}"."{LOCO_PREDICTIONS}" as select * from arrow')
-        models = pl.from_arrow(conn.execute(
+        models = _query(conn,
             f'select model, any_value(recipe_hash) as recipe_hash, count(*) as rows from "{DEFAULT_SCHEMA}".'
-            f'"{PREDICTIONS}" group by model order by model').to_arrow_table())
+            f'"{PREDICTIONS}" group by model order by model')
     wf_folds = res.folds.filter(pl.col("event_id").is_null())
     loco_folds = res.folds.filter(pl.col("event_id").is_not_null())
     champ_text = "none" if rec is None else (
@@ -225,8 +231,8 @@ def walk_forward(context: AssetExecutionContext, settings: RegimeSettings):
 
 
 def _read_model(conn, table: str, model: str) -> pl.DataFrame:
-    return pl.from_arrow(conn.execute(
-        f'select * from "{DEFAULT_SCHEMA}"."{table}" where model = ? order by date, symbol', [model]).to_arrow_table())
+    return _query(conn,
+        f'select * from "{DEFAULT_SCHEMA}"."{table}" where model = ? order by date, symbol', [model])
 
 
 def read_predictions(settings: RegimeSettings, models: list[str], table: str = PREDICTIONS) -> dict[str, pl.DataFrame]:
@@ -285,7 +291,7 @@ def walk_forward_evaluation(context: AssetExecutionContext, settings: RegimeSett
 
         diffs = report.paired_rows(pairs, load, metric, espec)
         cache.clear()
-        loco = pl.from_arrow(conn.execute(f'select * from "{DEFAULT_SCHEMA}"."{LOCO_PREDICTIONS}"').to_arrow_table())
+        loco = _query(conn, f'select * from "{DEFAULT_SCHEMA}"."{LOCO_PREDICTIONS}"')
     loco_rows = report.loco_rows(loco, espec, ("balanced_accuracy", "log_loss", "brier", "rank_ic"))
     out = report.as_table([*rows, *diffs, *loco_rows])
     cands = candidate_names(spec)

@@ -14,8 +14,10 @@ are products of draw counts with per-date sufficient statistics, never refits. G
 one with fewer than ``evaluation.min_rows`` rows or 2 dates has no interval, and says so.
 
 Paired differences of the arms: ``core.evaluation.paired_difference`` of the primary metric per scope; the
-two-sided bootstrap p-value ``2 min(share > 0, share < 0)`` (at least ``1 / (reps + 1)``) is adjusted with Holm's
-step-down over every comparison of the family (all pairs x scopes with an interval); ``helps`` is ``yes`` / ``no``
+two-sided p-value is normal with the bootstrap standard error, ``se = (ci_high - ci_low) / (2 z)`` (``z`` the
+normal quantile of the interval's level; replicate shares alone cannot go below ``1 / reps``, too coarse for a
+family of dozens of comparisons), and it is adjusted with Holm's step-down over every comparison of the family
+(all pairs x scopes with an interval); ``helps`` is ``yes`` / ``no``
 when the adjusted p-value is below ``1 - evaluation.confidence`` and the difference is on the better / worse side,
 else ``inconclusive``.
 """
@@ -244,11 +246,16 @@ def holm(p: list[float | None]) -> list[float | None]:
     return out
 
 
-def bootstrap_p(share_positive: float | None, reps: int) -> float | None:
-    """Two-sided bootstrap p-value of a paired difference from the share of positive replicates."""
-    if not _finite(share_positive):
+def bootstrap_p(diff: float | None, lo: float | None, hi: float | None, confidence: float) -> float | None:
+    """Two-sided p-value of a paired difference, normal with the bootstrap standard error from the interval."""
+    from scipy.stats import norm
+
+    if not (_finite(diff) and _finite(lo) and _finite(hi)):
         return None
-    return float(min(1.0, max(2.0 * min(share_positive, 1.0 - share_positive), 1.0 / (reps + 1))))
+    se = (hi - lo) / (2.0 * norm.ppf(0.5 + confidence / 2.0))
+    if se <= 0:
+        return 0.0 if diff != 0 else 1.0
+    return float(2.0 * norm.sf(abs(diff) / se))
 
 
 def _fmt(x: float | None) -> str:
@@ -285,7 +292,7 @@ def paired_rows(pairs: list[tuple[str, str]], load: Callable[[str], pl.DataFrame
                 if _finite(d) and _finite(lo) and _finite(hi):
                     lo, hi = min(lo, d), max(hi, d)
                 row.update(n=r["n"], n_dates=r["n_dates"], value=d, ci_low=lo, ci_high=hi,
-                           p_value=bootstrap_p(r["share_positive"], espec.bootstrap_reps),
+                           p_value=bootstrap_p(d, r["ci_low"], r["ci_high"], espec.confidence),
                            reason="ok" if _finite(lo) else f"no interval: {r['n']} rows, {r['n_dates']} dates")
             rows.append(row)
     adj = holm([r["p_value"] for r in rows])
