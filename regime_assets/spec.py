@@ -281,15 +281,19 @@ class WalkForwardSpec(_Strict):
                                                      "fold's replay buffer comes from the previous fold).")
     seed: int = Field(default=42, description="Seed of the per-fold draw of at most max_train_rows rows.")
     candidate_params: dict[str, dict[str, Any]] = Field(
-        default={"gradient_boosting": {"max_iter": 60}, "mlp": {"max_iter": 15}, "svm": {"max_iter": 20}},
+        default={"rf": {"n_estimators": 60}, "extra_trees": {"n_estimators": 60}, "xgboost": {"n_estimators": 60},
+                 "lightgbm": {"n_estimators": 60}, "gradient_boosting": {"max_iter": 40},
+                 "logreg": {"max_iter": 200}, "mlp": {"max_iter": 15}, "svm": {"max_iter": 20}},
         description="Per-model size overrides for the walk-forward fits of the candidates (the production recipe; "
-                    "applied after n_estimators).")
+                    "applied after n_estimators): fewer trees and iterations, the same model otherwise.")
+    candidate_train_rows: int = Field(default=6000, ge=500, description="Balanced training rows per fold for the "
+                                                                        "candidates (production: balance.target_size).")
     production_arms: list[str] = Field(
         default=["no_archive"],
         description="The production recipe with one part removed, compared with the meta-learner: no_archive, "
                     "no_replay, no_balance, no_weights.")
-    loco_production: bool = Field(default=True, description="Leave-one-crisis-out also fits the production "
-                                                            "candidates (else only the arms and baselines).")
+    loco_production: bool = Field(default=False, description="Leave-one-crisis-out also fits the production "
+                                                             "candidates (else only the arms and the baselines).")
     fold_store: bool = Field(default=True, description="Keep fold results under the home (folds/) keyed by fold "
                                                        "window, rows hash and recipe hash; unchanged folds are "
                                                        "never fitted again.")

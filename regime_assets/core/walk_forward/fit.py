@@ -6,7 +6,8 @@ Production recipe (the same core functions the production assets call, sizes fro
    when ``training_set.use_archive``) and the replay buffer (``replay``; when ``training_set.use_replay``): the
    worst ``replay_buffer.worst_fraction`` of the previous fold's out-of-sample rows by log-loss of its
    ``meta_learner`` (``core.replay_buffer.error_replay_buffer``), the rows of the window it may train on;
-2. ``core.sampling.balanced_sample`` with ``target_size = min(balance.target_size, walk_forward.max_train_rows)``;
+2. ``core.sampling.balanced_sample`` with ``target_size = min(balance.target_size,
+   walk_forward.candidate_train_rows)``;
 3. ``core.weights.sample_weights``;
 4. every enabled spec model through ``core.models.fit_with_oof`` (inner holdout of ``meta.inner_holdout_fraction``
    of the dates, ``horizon`` purged) with ``n_estimators`` replaced by ``walk_forward.n_estimators`` and
@@ -22,7 +23,7 @@ is tested on the fold's test rows, so differences are paired): ``unweighted`` (w
 rows, one-hot regime features), ``balanced`` (balanced sample of the window, unweighted), ``no_archive`` (the same
 balanced rows, weighted), ``full`` (balanced window + archive, weighted). Production arms
 (``walk_forward.production_arms``) are the production recipe with one part removed: ``no_archive``,
-``no_replay``, ``no_balance`` (window + archive + replay rows capped at the same size, no balancing),
+``no_replay``, ``no_balance`` (window + archive + replay rows drawn down to the same size, no balancing),
 ``no_weights``; their model is ``arm:production_<part>`` and they compare with ``meta_learner``.
 
 Each result (a candidate's test probabilities plus, for a base model, its out-of-fold rows) is one fold-store entry
@@ -225,14 +226,14 @@ class Recipe:
 
     @property
     def target_size(self) -> int:
-        return int(min(self.spec.balance.target_size, self.spec.walk_forward.max_train_rows))
+        return int(min(self.spec.balance.target_size, self.spec.walk_forward.candidate_train_rows))
 
 
 def build_recipe(spec: Spec, with_arms: bool = True) -> Recipe:
     wf = spec.walk_forward
     common = {"v": RECIPE_VERSION, "code": code_hash(), "horizon": spec.labels.horizon,
               "embargo": spec.training_set.embargo_days, "train_years": wf.train_years,
-              "max_train_rows": wf.max_train_rows, "min_train_rows": wf.min_train_rows,
+              "candidate_train_rows": wf.candidate_train_rows, "min_train_rows": wf.min_train_rows,
               "balance": spec.balance.model_dump(), "weights": spec.weights.model_dump(),
               "use_archive": spec.training_set.use_archive, "use_replay": spec.training_set.use_replay,
               "replay_buffer": spec.replay_buffer.model_dump(), "inner": spec.meta.inner_holdout_fraction}
