@@ -17,6 +17,7 @@ def test_definitions_load_and_validate(tiny_defs):
                 "labeled_samples", "rare_event_archive", "error_replay_buffer", "training_set",
                 "regime_validation_sets", "balanced_training_set", "sample_weights", "meta_learner",
                 "validation_predictions", "regime_evaluation", "segment_evaluation", "walk_forward_evaluation",
+                "walk_forward_predictions", "leave_one_crisis_out_predictions",
                 "promotion_decision", "model_versions", "production_model", "shap_importance", "drift_report",
                 "new_rare_events", "training_runs"}
     expected |= {f"model_{m}" for m in ("rf", "extra_trees", "gradient_boosting", "xgboost", "lightgbm", "logreg",
@@ -67,10 +68,29 @@ def test_whole_graph_materializes_on_tiny_synthetic(tiny_defs, home):
         prod = pl.DataFrame(conn.sql("select * from production_model").to_arrow_table())
         runs = pl.DataFrame(conn.sql("select * from training_runs").to_arrow_table())
         versions = pl.DataFrame(conn.sql("select * from model_versions").to_arrow_table())
+        wfp = pl.DataFrame(conn.sql("select * from walk_forward_predictions").to_arrow_table())
+        wfe = pl.DataFrame(conn.sql("select * from walk_forward_evaluation").to_arrow_table())
     assert {"meta_learner", "baseline_majority", "baseline_regime_prior"} <= set(ev["model"].to_list())
     assert (ev["ci_low"].drop_nulls() <= ev.filter(pl.col("ci_low").is_not_null())["value"] + 1e-9).all()
-    assert prod.height == 1 and prod["promoted"][0]
-    assert versions.height == 1 and versions["reason"][0].startswith("no champion")
+    # the walk-forward: the contract columns, every candidate and both baselines on the same rows
+    from regime_assets.core.walk_forward import PREDICTION_SCHEMA
+
+    assert dict(wfp.schema) == PREDICTION_SCHEMA
+    models = set(wfp["model"].unique())
+    assert {"meta_learner", "rf", "mlp", "baseline_prior", "baseline_regime_prior", "arm:full"} <= models
+    assert wfp.group_by("model").len()["len"].n_unique() == 1
+    assert {"metrics", "arm_difference", "loco"} <= set(wfe["table"].unique())
+    # a regime or year without rows is a row that says so
+    assert wfe.filter((pl.col("table") == "metrics") & (pl.col("n") == 0))["reason"].eq("no rows").all()
+    # the gate decided on the walk-forward and named every rule; nothing promoted is a valid outcome
+    assert versions.height == 1 and prod.height == 1
+    reason = versions["reason"][0]
+    for rule in ("rule 0", "rule a", "rule b", "rule c", "rule d"):
+        assert rule in reason, (rule, reason)
+    if versions["promoted"][0]:
+        assert prod["promoted"][0] and prod["model_name"][0] == versions["model_name"][0]
+    else:
+        assert prod["model_name"][0] == "none" and reason.startswith("nothing promoted")
     assert runs.height == 1 and runs["trigger"][0] == "manual" and runs["status"][0] == "success"
     # a second run, as the drift sensor starts it: the challenger meets a champion now; append-only tables keep
     # their keys and training_runs records the trigger
@@ -86,7 +106,12 @@ def test_whole_graph_materializes_on_tiny_synthetic(tiny_defs, home):
     assert versions2.height == 2 and arch_dupes == 0 and runs2.height == 2
     assert runs2["trigger"].to_list() == ["manual", "drift sensor"]
     second = versions2.sort("created_at").row(-1, named=True)
-    assert "no champion" not in second["reason"]
+    if versions["promoted"][0]:  # the champion is the same recipe retrained: a tie, decided by the stated rule
+        assert "tie" in second["reason"]
+    # unchanged data and spec: the retraining run's walk-forward fitted nothing (every fold from the fold store)
+    mats = [m for m in result2.asset_materializations_for_node("walk_forward")
+            if m.asset_key.to_user_string() == "walk_forward_predictions"]
+    assert mats and mats[0].metadata["fits"].value == 0
 
 
 @pytest.mark.slow
