@@ -294,6 +294,9 @@ class WalkForwardSpec(_Strict):
                     "no_replay, no_balance, no_weights.")
     loco_production: bool = Field(default=False, description="Leave-one-crisis-out also fits the production "
                                                              "candidates (else only the arms and the baselines).")
+    fit_threads: int = Field(default=1, ge=1, description="Threads per walk-forward fit (model n_jobs and the "
+                                                          "BLAS/OpenMP pools): 1 measured fastest on a shared "
+                                                          "2-core machine.")
     fold_store: bool = Field(default=True, description="Keep fold results under the home (folds/) keyed by fold "
                                                        "window, rows hash and recipe hash; unchanged folds are "
                                                        "never fitted again.")

@@ -42,6 +42,7 @@ GROUP = "evaluation"
 PREDICTIONS = "walk_forward_predictions"
 LOCO_PREDICTIONS = "leave_one_crisis_out_predictions"
 TABLE_METRICS = ("log_loss", "balanced_accuracy", "rank_ic")
+DUCKDB_MEMORY = "2GB"
 
 
 def fold_store(settings: RegimeSettings) -> FoldStore:
@@ -191,6 +192,7 @@ def walk_forward(context: AssetExecutionContext, settings: RegimeSettings):
     store = fold_store(settings)
     rec, champ, champ_hash = champion_recipe(settings, store)
     with settings.connect() as conn:
+        conn.execute(f"set memory_limit = '{DUCKDB_MEMORY}'")  # DuckDB's buffers, not the default 80 % of RAM
         src = WarehouseRows(conn)
         sink = _TableSink(conn, PREDICTIONS)
         res = run_walk_forward(src, None, spec, store=store, sink=sink, champion=champ, progress=context.log.info)

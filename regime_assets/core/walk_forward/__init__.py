@@ -189,18 +189,21 @@ class WalkForwardRun:
         return int((~self.fit_log.get_column("cached")).sum()) if self.fit_log.height else 0
 
 
-def _frame(fold: Fold, test: pl.DataFrame, outs: list[FoldOutput], rename: dict[str, str] | None = None
-           ) -> pl.DataFrame:
+def _pieces(fold: Fold, test: pl.DataFrame, outs: list[FoldOutput]):
+    """One frame (``PREDICTION_SCHEMA``) per output model of a fold, so a sink never holds a fold's all models."""
     base = test.select(*TEST_COLUMNS).with_columns(
         pl.lit(fold.fold, dtype=pl.Int32).alias("fold"), pl.lit(fold.test_start).alias("test_start"),
         pl.lit(fold.test_end).alias("test_end"))
-    parts = []
     for out in outs:
         for name, p in out.probs.items():
-            parts.append(base.with_columns(
-                pl.lit((rename or {}).get(name, name)).alias("model"), pl.lit(out.hashes[name]).alias("recipe_hash"),
-                *[pl.Series(c, p[:, i], dtype=pl.Float64) for i, c in enumerate(PROBA)]))
-    return pl.concat(parts).select(list(PREDICTION_SCHEMA)).cast(PREDICTION_SCHEMA)
+            yield base.with_columns(
+                pl.lit(name).alias("model"), pl.lit(out.hashes[name]).alias("recipe_hash"),
+                *[pl.Series(c, p[:, i], dtype=pl.Float64) for i, c in enumerate(PROBA)]
+            ).select(list(PREDICTION_SCHEMA)).cast(PREDICTION_SCHEMA)
+
+
+def _frame(fold: Fold, test: pl.DataFrame, outs: list[FoldOutput]) -> pl.DataFrame:
+    return pl.concat(list(_pieces(fold, test, outs)))
 
 
 def _fold_row(fold: Fold, status: str, data=None, replay=None, log_from: int = 0, log: FitLog | None = None
@@ -246,6 +249,7 @@ def run_walk_forward(rows: RowSource | pl.DataFrame, archive: pl.DataFrame | Non
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits
 
     t_start = time.perf_counter()
     check_spec(spec)
@@ -268,8 +272,9 @@ def run_walk_forward(rows: RowSource | pl.DataFrame, archive: pl.DataFrame | Non
         raise WalkForwardError("walk forward: labeled_samples has no dates")
     folds = walk_forward_folds(days, spec)
     prev: dict[str, pl.DataFrame | None] = {"main": None, "champion": None}
-    with warnings.catch_warnings():
-        # backtest fits cap their iterations on purpose (walk_forward sizes): no convergence warning per fold
+    with warnings.catch_warnings(), threadpool_limits(limits=spec.walk_forward.fit_threads):
+        # backtest fits cap their iterations on purpose (walk_forward sizes): no convergence warning per fold;
+        # BLAS/OpenMP pools of walk_forward.fit_threads (1: no spinning threads on a busy machine)
         warnings.simplefilter("ignore", ConvergenceWarning)
         for fold in folds:
             data = load_fold(src, fold, True)
@@ -294,7 +299,8 @@ def run_walk_forward(rows: RowSource | pl.DataFrame, archive: pl.DataFrame | Non
                 prev["champion"] = _meta_frame(data.test, c_out.probs[META_MODEL])
                 outs.append(FoldOutput({CHAMPION: c_out.probs[champion.candidate]},
                                        {CHAMPION: c_out.hashes[champion.candidate]}))
-            emit(_frame(fold, data.test, outs))
+            for piece in _pieces(fold, data.test, outs):
+                emit(piece)
             fold_rows.append(_fold_row(fold, "ok", data, replay, start, log))
             del data, outs, replay
             gc.collect()

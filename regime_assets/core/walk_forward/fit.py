@@ -130,9 +130,15 @@ class FoldData:
     archive: pl.DataFrame  # archive rows allowed to train (+ EVENT_COLUMNS)
     test: pl.DataFrame  # labelled test rows
     data_hash: str = ""
+    _matrix: "TestMatrix | None" = None
 
     def __post_init__(self) -> None:
         self.data_hash = rows_hash(self.window, self.archive, self.test)
+
+    def matrix(self, features: list[str]) -> "TestMatrix":
+        if self._matrix is None:
+            self._matrix = TestMatrix(self.test, features)
+        return self._matrix
 
 
 def train_ranges(fold: Fold) -> list[tuple[Any, Any]]:
@@ -199,6 +205,8 @@ def candidate_model_spec(spec: Spec, m: ModelSpec) -> ModelSpec:
     if "n_estimators" in params:
         params["n_estimators"] = spec.walk_forward.n_estimators
     params.update(spec.walk_forward.candidate_params.get(m.name, {}))
+    if "n_jobs" in params:
+        params["n_jobs"] = spec.walk_forward.fit_threads
     return m.model_copy(update={"params": params})
 
 
@@ -212,6 +220,8 @@ def arm_model_spec(spec: Spec, name: str) -> ModelSpec:
     if "n_estimators" in params:
         params["n_estimators"] = spec.walk_forward.n_estimators
     params.update(spec.walk_forward.model_params.get(name, {}))
+    if "n_jobs" in params:
+        params["n_jobs"] = spec.walk_forward.fit_threads
     return m.model_copy(update={"params": params})
 
 
@@ -231,7 +241,7 @@ class Recipe:
 
 def build_recipe(spec: Spec, with_arms: bool = True) -> Recipe:
     wf = spec.walk_forward
-    common = {"v": RECIPE_VERSION, "code": code_hash(), "horizon": spec.labels.horizon,
+    common = {"v": RECIPE_VERSION, "code": code_hash(), "horizon": spec.labels.horizon, "threads": wf.fit_threads,
               "embargo": spec.training_set.embargo_days, "train_years": wf.train_years,
               "candidate_train_rows": wf.candidate_train_rows, "min_train_rows": wf.min_train_rows,
               "balance": spec.balance.model_dump(), "weights": spec.weights.model_dump(),
@@ -246,7 +256,7 @@ def build_recipe(spec: Spec, with_arms: bool = True) -> Recipe:
     arm_specs: dict[str, ModelSpec] = {}
     if with_arms:
         arm_specs = {m: arm_model_spec(spec, m) for m in wf.models}
-        arm_common = {"v": RECIPE_VERSION, "code": code_hash(), "horizon": spec.labels.horizon,
+        arm_common = {"v": RECIPE_VERSION, "code": code_hash(), "horizon": spec.labels.horizon, "threads": wf.fit_threads,
                       "train_years": wf.train_years, "max_train_rows": wf.max_train_rows, "seed": wf.seed,
                       "balance": spec.balance.model_dump(), "weights": spec.weights.model_dump()}
         for arm in wf.arms:
@@ -361,6 +371,21 @@ def production_set(pool: pl.DataFrame, recipe: Recipe, balance: bool = True, wei
     return rows, w
 
 
+class TestMatrix:
+    """The fold's test features as one float64 matrix (NaN where missing), converted once per fold; each model
+    fills it with its own training medians (as ``FittedModel.matrix`` does) and predicts."""
+
+    def __init__(self, test: pl.DataFrame, features: list[str]) -> None:
+        self.features = list(features)
+        self.X = model_core._matrix(test, self.features, "walk-forward test rows") if test.height else \
+            np.zeros((0, len(self.features)))
+
+    def predict(self, fitted: model_core.FittedModel) -> np.ndarray:
+        if fitted.features != self.features:
+            raise WalkForwardError(f"walk forward: model {fitted.name} was fitted on other features")
+        return fitted.predict_proba_matrix(model_core._fill(self.X, fitted.medians))
+
+
 def _entry(test: pl.DataFrame, proba: np.ndarray, oof: pl.DataFrame | None = None) -> pl.DataFrame:
     t = test.select("symbol", "date").with_columns(
         pl.lit("test").alias("part"), pl.lit(None, dtype=pl.Int64).alias("row_id"),
@@ -409,7 +434,7 @@ def fit_production(data: FoldData, replay: pl.DataFrame, recipe: Recipe, store: 
         t0 = time.perf_counter()
         fitted, oof = model_core.fit_with_oof(mspec, train[0], train[1], features,
                                               recipe.spec.meta.inner_holdout_fraction, recipe.spec.labels.horizon)
-        entries[name] = _entry(test, fitted.predict_proba(test), oof)
+        entries[name] = _entry(test, data.matrix(features).predict(fitted), oof)
         store.put(keys[name], entries[name])
         log.add(fold, name, train[0], time.perf_counter() - t0, False)
         del fitted
@@ -453,7 +478,7 @@ def fit_production_arms(data: FoldData, replay: pl.DataFrame, recipe: Recipe, st
                 fitted, oofs[n] = model_core.fit_with_oof(mspec, rows, w, features,
                                                           recipe.spec.meta.inner_holdout_fraction,
                                                           recipe.spec.labels.horizon)
-                probs[n] = fitted.predict_proba(test)
+                probs[n] = data.matrix(features).predict(fitted)
                 del fitted
             learner = ensemble_core.fit_meta(oofs, recipe.spec.meta)
             entry = _entry(test, learner.predict_proba_from(probs))
@@ -545,7 +570,7 @@ def fit_arms(data: FoldData, recipe: Recipe, store: FoldStore, log: FitLog, feat
         name = arm_model_name(arm, m, n_models)
         t0 = time.perf_counter()
         fitted = model_core.fit_model(recipe.arm_specs[m], rows, w, feats)
-        p = fitted.predict_proba(test_oh if arm == "regime_feature" else test)
+        p = fitted.predict_proba(test_oh) if arm == "regime_feature" else data.matrix(features).predict(fitted)
         entry = _entry(test, p)
         store.put(key, entry)
         log.add(fold, name, rows, time.perf_counter() - t0, False)
