@@ -392,7 +392,7 @@ def run_graph(n: int, years: float, args) -> dict:
         sp, out, home = Path(tmp) / "spec.yaml", Path(tmp) / "e2e.json", Path(tmp) / "home"
         sp.write_text(yaml.safe_dump(spec, sort_keys=False))
         cmd = [sys.executable, str(Path(__file__).resolve().with_name("end_to_end.py")), "--spec", str(sp),
-               "--home", str(home), "--json", str(out)]
+               "--home", str(home), "--json", str(out), "--verbose"]
         env = {k: v for k, v in os.environ.items() if k != "REGIME_ASSETS_SPEC"}
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -400,13 +400,26 @@ def run_graph(n: int, years: float, args) -> dict:
         import threading
 
         lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        step = {"name": None, "peaks": {}}
+
+        def read():
+            for ln in proc.stdout:
+                if "STEP_START" in ln:
+                    step["name"] = ln.split(" - ")[4].strip() if ln.count(" - ") >= 5 else ln.strip()[-80:]
+                    print(f"  [{time.perf_counter() - t0:7.1f} s] {step['name']}", flush=True)
+                lines.append(ln)
+                del lines[:-50]
+
+        reader = threading.Thread(target=read, daemon=True)
         reader.start()
         while proc.poll() is None:
             rss = _vmrss_mib(proc.pid)
             peak = max(peak, rss)
+            if step["name"]:
+                step["peaks"][step["name"]] = max(step["peaks"].get(step["name"], 0.0), rss)
             if args.max_rss_gb and rss > args.max_rss_gb * 1024:
-                killed = f"stopped by the watchdog at {rss:,.0f} MiB > --max-rss-gb {args.max_rss_gb}"
+                killed = (f"stopped by the watchdog at {rss:,.0f} MiB > --max-rss-gb {args.max_rss_gb} "
+                          f"in step {step['name']}")
                 proc.kill()
             if args.timeout and time.perf_counter() - t0 > args.timeout:
                 killed = f"timed out after {args.timeout} s"
@@ -417,7 +430,8 @@ def run_graph(n: int, years: float, args) -> dict:
         res = json.loads(out.read_text()) if out.exists() else None
     r = {"symbols": n, "years": years, "process_wall_s": wall, "returncode": proc.returncode,
          "polled_peak_rss_mib": peak, "status": "ok" if res and res.get("success") else "failed",
-         "error": killed or (None if res and res.get("success") else "".join(lines[-5:])[-2000:])}
+         "error": killed or (None if res and res.get("success") else "".join(lines[-5:])[-2000:]),
+         "polled_peak_rss_by_step_mib": step["peaks"]}
     if res:
         t = res["totals"]
         steps = sorted((s for s in res["steps"] if s.get("wall_s") is not None), key=lambda s: -s["wall_s"])
