@@ -405,7 +405,8 @@ def run_graph(n: int, years: float, args) -> dict:
         def read():
             for ln in proc.stdout:
                 if "STEP_START" in ln:
-                    step["name"] = ln.split(" - ")[4].strip() if ln.count(" - ") >= 5 else ln.strip()[-80:]
+                    parts = [x.strip() for x in ln.split(" - ")]
+                    step["name"] = parts[parts.index("STEP_START") - 1] if "STEP_START" in parts else ln[-80:]
                     print(f"  [{time.perf_counter() - t0:7.1f} s] {step['name']}", flush=True)
                 lines.append(ln)
                 del lines[:-50]
