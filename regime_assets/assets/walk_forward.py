@@ -252,7 +252,9 @@ def headline_table(ev: pl.DataFrame, models: list[str], metrics=TABLE_METRICS) -
     t = t.with_columns(cell.alias("cell"))
     order = {r: i for i, r in enumerate(report.SCOPES)}
     morder = {m: i for i, m in enumerate(models)}
-    wide = t.pivot(on="metric", index=["model", "regime", "n"], values="cell")
+    n = t.filter(pl.col("metric") == metrics[0]).select("model", "regime", "n")
+    wide = n.join(t.pivot(on="metric", index=["model", "regime"], values="cell"), on=["model", "regime"],
+                  how="right")
     return wide.sort(pl.col("model").replace_strict(morder, default=99), pl.col("regime").replace_strict(
         order, default=99)).select(["model", "regime", "n", *[m for m in metrics if m in wide.columns]])
 

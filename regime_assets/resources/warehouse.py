@@ -47,6 +47,9 @@ def warehouse_path(home: Path | str) -> Path:
     return Path(home) / "warehouse.duckdb"
 
 
+DUCKDB_MEMORY_LIMIT = "3GB"
+
+
 def _qualified(table_slice: TableSlice) -> str:
     return f'"{table_slice.schema}"."{table_slice.table}"'
 
@@ -155,6 +158,8 @@ class _SafeClient(DuckDbClient):
     @contextmanager
     def connect(context, _):
         with DuckDbClient.connect(context, _) as conn:
+            # DuckDB's own buffers: bounded (it spills to disk beyond), not the default 80 % of the machine's RAM
+            conn.execute(f"set memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
             yield conn
 
 
