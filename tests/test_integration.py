@@ -158,3 +158,54 @@ def test_failed_retraining_run_leaves_a_row(home, tmp_path, tiny_spec_path):
     sensor(ctx)  # recording twice keeps one row
     with duckdb.connect(str(warehouse_path(home)), read_only=True) as conn:
         assert conn.execute("select count(*) from training_runs").fetchall()[0][0] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("challenger", ["meta_learner", "best_model"])
+def test_each_challenger_option_runs_end_to_end(challenger, home, tmp_path, tiny_spec_path):
+    """Every gate.challenger option promotes a model that the replay buffer, the drift report and the production
+    model load through the one registry loader; every stored version has a card, the registered one with the
+    validation table next to the baselines."""
+    import yaml
+
+    from regime_assets.core import registry
+    from regime_assets.core.model_store import ModelStore
+    from regime_assets.definitions import build_definitions
+
+    data = yaml.safe_load(open(tiny_spec_path))
+    data["gate"] = {**data.get("gate", {}), "challenger": challenger}
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(data))
+    defs = build_definitions(spec_path=str(p), home=str(home))
+    instance = DagsterInstance.ephemeral()
+    first = defs.resolve_job_def("materialize_all").execute_in_process(instance=instance, raise_on_error=False)
+    assert first.success, [e.step_key for e in first.all_events if e.is_step_failure]
+    with duckdb.connect(str(warehouse_path(home)), read_only=True) as conn:
+        prod = pl.DataFrame(conn.sql("select * from production_model").to_arrow_table())
+        decision = pl.DataFrame(conn.sql("select * from promotion_decision").to_arrow_table())
+    name, version = prod["model_name"][0], prod["version"][0]
+    assert prod["promoted"][0] and decision["challenger"][0] == name
+    if challenger == "best_model":
+        assert name.startswith("model_")
+    else:
+        assert name == "meta_learner"
+    store = ModelStore(home / "models")
+    reg = registry.load_registered_model(store, name, version)
+    assert reg.kind == ("ensemble" if name == "meta_learner" else "base") and reg.features
+    card = registry.read_card(store, name, version)
+    assert "baseline_regime_prior" in card and "Known limits" in card and version in card
+    for n in store.names():  # one artifact shape: every version loads, carries a card and OOF rows
+        for v in store.versions(n):
+            r = registry.load_registered_model(store, n, v)
+            assert store.load(n, v)["format"] == registry.ARTIFACT_FORMAT and r.oof is not None
+            assert registry.read_card(store, n, v)
+    drift = instance.get_latest_materialization_event(AssetKey("drift_report")).asset_materialization.metadata
+    assert drift["prediction_shares"].value["reference"], "the drift report made no predictions"
+    mv = instance.get_latest_materialization_event(AssetKey("model_versions")).asset_materialization.metadata
+    assert version in mv["model_card"].value
+    # the next run reads the promoted model for the replay buffer
+    second = defs.resolve_job_def("retrain").execute_in_process(instance=instance, raise_on_error=False)
+    assert second.success, [e.step_key for e in second.all_events if e.is_step_failure]
+    buf = instance.get_latest_materialization_event(AssetKey("error_replay_buffer")).asset_materialization.metadata
+    assert buf["source_model"].value == f"production model {name} {version}"
+    assert buf["rows"].value > 0

@@ -174,7 +174,8 @@ def test_fit_with_oof_is_honest_and_deterministic():
     df, w = make_frame()
     rf = small(next(m for m in DEFAULT_MODELS if m.name == "rf"))
     final, oof = fit_with_oof(rf, df, w, None, 0.2, 5)
-    assert oof.columns == list(OOF_COLUMNS)
+    # the contract columns first; then the rows' weights and the probabilities before calibration
+    assert oof.columns == [*OOF_COLUMNS, "weight", "raw_p_sell", "raw_p_hold", "raw_p_buy"]
     cutoff = sorted(df["date"].unique().to_list())[-int(np.ceil(0.2 * df["date"].n_unique()))]
     assert oof["date"].min() == cutoff and oof.height == df.filter(pl.col("date") >= cutoff).height
     assert final.n_train == df.height

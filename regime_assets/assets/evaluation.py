@@ -21,7 +21,9 @@ from dagster import (
 )
 
 from regime_assets.assets._meta import md, num, plot_md
-from regime_assets.assets.state import production_record
+from regime_assets.assets.state import production_model as load_production, production_record
+from regime_assets.core import model_card as card_core
+from regime_assets.core import registry
 from regime_assets.core import evaluation as ev
 from regime_assets.core import plots
 from regime_assets.assets.walk_forward import (
@@ -43,21 +45,15 @@ OWNERS = ["team:quant-research"]
 GROUP = "evaluation"
 KINDS = {"polars", "duckdb"}
 KEEP = ["symbol", "date", "sector", "regime", "label", "fwd_return"]
-REGISTRY_SCHEMA = {
-    "model_name": pl.Utf8, "version": pl.Utf8, "created_at": pl.Datetime("us", "UTC"), "spec_hash": pl.Utf8,
-    "data_hash": pl.Utf8, "metrics": pl.Utf8, "promoted": pl.Boolean, "reason": pl.Utf8, "as_of": pl.Date,
-    "train_start": pl.Date, "train_end": pl.Date, "validation_start": pl.Date, "validation_end": pl.Date,
-    "features": pl.Utf8, "run_id": pl.Utf8,
-}
+REGISTRY_SCHEMA = registry.REGISTRY_SCHEMA
 
 
 def _load_models(settings: RegimeSettings, records: dict[str, pl.DataFrame]) -> dict[str, object]:
-    """{asset name: fitted model} (model_* artifacts hold {'model', 'oof'}; the meta-learner is itself)."""
+    """{asset name: registered model} of the versions the records name (one loader for every kind)."""
     out = {}
     for key, rec in records.items():
         row = rec.row(0, named=True)
-        art = settings.model_store.load(row["model_name"], row["version"])
-        out[key] = art["model"] if isinstance(art, dict) else art
+        out[key] = registry.load_registered_model(settings.model_store, row["model_name"], row["version"])
     return out
 
 
@@ -165,6 +161,24 @@ def _gate_inputs(settings: RegimeSettings, evaluation: pl.DataFrame) -> tuple[st
     return o.sort("value", descending=primary not in ev.LOWER_IS_BETTER)["model"][0], len(names)
 
 
+def _write_card(settings: RegimeSettings, model_name: str, version: str | None, regime_evaluation: pl.DataFrame,
+                extra: dict, decision: dict) -> str | None:
+    """The registered version's card (its stored metadata + the validation table by regime next to the baselines),
+    rewritten into the model store beside meta.json; None when the version is not in the store."""
+    if version is None:
+        return None
+    store = settings.model_store
+    try:
+        info = store.meta(model_name, version)
+    except Exception:  # a version the store does not hold: no card to write
+        return None
+    ev = regime_evaluation.filter(pl.col("model").is_in([model_name, *card_core.BASELINES]))
+    card = card_core.model_card({**info, **extra}, ev, model=model_name, min_rows=settings.spec.gate.min_regime_rows,
+                                decision=decision, evaluation_name="walk-forward (out of sample, purged folds)")
+    registry.write_card(store, model_name, version, card)
+    return card
+
+
 @multi_asset(
     outs={
         "promotion_decision": AssetOut(group_name=GROUP, owners=OWNERS, kinds=KINDS,
@@ -214,7 +228,8 @@ def promotion(context: AssetExecutionContext, settings: RegimeSettings, training
     if not decision["promote"]:
         reason = no_candidate_text(decision, name) + " \u2014 " + reason
     model_name = META_MODEL if name == META_MODEL else f"model_{name}"
-    version = meta_learner["version"][0] if name == META_MODEL else settings.model_store.latest(model_name)
+    # the version this run stored (the meta-learner record names every base version it combined)
+    version = registry.model_version_of(model_name, meta_learner) or settings.model_store.latest(model_name)
     train_rows = training_set.filter(pl.col("split") == "train")
     val = training_set.filter((pl.col("split") == "validation") & pl.col("label").is_not_null())
     overall = walk_forward_evaluation.filter((pl.col("table") == "metrics") & (pl.col("model") == name)
@@ -240,6 +255,13 @@ def promotion(context: AssetExecutionContext, settings: RegimeSettings, training
         "validation_start": val["date"].min(), "validation_end": val["date"].max(),
         "features": meta_learner["features"][0], "run_id": context.run.run_id,
     }], schema=REGISTRY_SCHEMA)
+    wf_table = (walk_forward_evaluation.filter((pl.col("table") == "metrics") & (pl.col("year") == "all")
+                                               & pl.col("model").is_in([name, *BASELINES]))
+                .with_columns(pl.when(pl.col("model") == name).then(pl.lit(model_name)).otherwise(pl.col("model"))
+                              .alias("model")))
+    card = _write_card(settings, model_name, version, wf_table, {
+        "validation_start": str(val["date"].min()), "validation_end": str(val["date"].max())},
+        {"promoted": bool(decision["promote"]), "reason": reason})
     yield Output(decision_row, output_name="promotion_decision", metadata={
         "promoted": MetadataValue.bool(bool(decision["promote"])), "reason": MetadataValue.text(reason),
         "rules": md(decision["rules"].select("rule", "passed", "against", "value", "ci_low", "ci_high")),
@@ -252,7 +274,9 @@ def promotion(context: AssetExecutionContext, settings: RegimeSettings, training
         "primary_metric": MetadataValue.text(primary),
         "improvement": num(decision["overall_diff"]), "per_regime": md(decision["per_regime"]),
     })
-    yield Output(registry_row, output_name="model_versions", metadata={"version": MetadataValue.text(str(version))})
+    yield Output(registry_row, output_name="model_versions", metadata={
+        "version": MetadataValue.text(str(version)), "model": MetadataValue.text(model_name),
+        "model_card": MetadataValue.md(card or "_no card: the version is not in the model store_")})
 
 
 @asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
@@ -275,7 +299,12 @@ def production_model(context: AssetExecutionContext, settings: RegimeSettings,
     rec["features"] = json.dumps(rec["features"]) if isinstance(rec["features"], list) else rec["features"]
     evaluated = str(rec["model_name"]).removeprefix("model_")
     out = pl.DataFrame([rec], schema=REGISTRY_SCHEMA).with_columns(pl.lit(evaluated).alias("evaluated_as"))
+    try:
+        card = registry.read_card(settings.model_store, rec["model_name"], rec["version"])
+    except Exception:  # an older version without a card, or one no longer in the store
+        card = None
     return Output(out, metadata={
+        "model_card": MetadataValue.md(card or "_no card stored for this version_"),
         "model": MetadataValue.text(f"{rec['model_name']} {rec['version']}"),
         "promoted_this_run": MetadataValue.bool(bool(d.get("promoted"))),
         "this_run": MetadataValue.text(str(d.get("reason"))),
@@ -301,7 +330,7 @@ def shap_importance_factory(spec: Spec):
         frames = {r: regime_validation_sets.filter(pl.col("regime") == r) for r in REGIMES}
         tables, statuses = [], []
         for key, fitted in models.items():
-            t, s = shap_core(fitted, frames, sspec, kinds.get(key))
+            t, s = shap_core(fitted.model, frames, sspec, kinds.get(key))
             tables.append(t)
             statuses.append(s)
         table = pl.concat(tables, how="vertical_relaxed")

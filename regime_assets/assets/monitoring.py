@@ -6,7 +6,7 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, AssetSpec, MetadataValue, Output, asset
 
 from regime_assets.assets._meta import md, num, plot_md
-from regime_assets.assets.state import captured_events, production_record
+from regime_assets.assets.state import captured_events, production_model
 from regime_assets.core import archive as archive_core
 from regime_assets.core import plots
 from regime_assets.core.capture import as_event_specs, find_candidate_events
@@ -48,10 +48,7 @@ def _drift_history(context: AssetExecutionContext, limit: int = 60) -> pl.DataFr
 def drift_report(context: AssetExecutionContext, settings: RegimeSettings,
                  labeled_samples: pl.DataFrame) -> Output[pl.DataFrame]:
     spec = settings.spec
-    record = production_record(settings)
-    model = None
-    if record is not None:
-        model = settings.model_store.load(record["model_name"], record["version"])
+    record, model = production_model(settings)
     ref, cur, ref_pred, cur_pred, info = reference_and_current(labeled_samples, record, model, spec)
     feats = [c for c in labeled_samples.columns if c.startswith("f_")]
     table, summary = compute_drift(ref, cur, feats, spec.drift, ref_pred, cur_pred, info["ref_pred_dates"])

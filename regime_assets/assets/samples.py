@@ -6,7 +6,7 @@ import polars as pl
 from dagster import AssetExecutionContext, Failure, MetadataValue, Output, asset
 
 from regime_assets.assets._meta import base_meta, md, num, plot_md
-from regime_assets.assets.state import captured_events, production_record, recent_labeled
+from regime_assets.assets.state import captured_events, production_model, recent_labeled
 from regime_assets.core import archive as archive_core
 from regime_assets.core import plots
 from regime_assets.core.features import build_features, feature_catalog
@@ -98,13 +98,12 @@ def rare_event_archive(context: AssetExecutionContext, settings: RegimeSettings,
 def error_replay_buffer(context: AssetExecutionContext, settings: RegimeSettings,
                               labeled_samples: pl.DataFrame) -> Output[pl.DataFrame]:
     spec = settings.spec
-    record = production_record(settings)
+    record, model = production_model(settings)
     recent = recent_labeled(labeled_samples, spec)
     if record is None:
         out = replay_core.empty_like(recent)
         note = "no production model yet: empty buffer"
     else:
-        model = settings.model_store.load(record["model_name"], record["version"])
         proba = model.predict_proba(recent)
         out = replay_core.error_replay_buffer(recent, proba, spec.replay_buffer)
         note = f"production model {record['model_name']} {record['version']}"

@@ -7,10 +7,10 @@ model chosen by an earlier run.
 
 
 import datetime as dt
-import json
 
 import polars as pl
 
+from regime_assets.core import registry
 from regime_assets.resources.settings import RegimeSettings
 from regime_assets.resources.warehouse import DEFAULT_SCHEMA, read_table
 from regime_assets.spec import EventSpec, Spec
@@ -40,16 +40,12 @@ def captured_events(settings: RegimeSettings) -> list[EventSpec]:
 
 def production_record(settings: RegimeSettings) -> dict | None:
     """The current production model's registry row, or None when no model was promoted yet."""
-    df = stored_table(settings, "model_versions")
-    if df is None or df.height == 0 or "promoted" not in df.columns:
-        return None
-    promoted = df.filter(pl.col("promoted")).sort("created_at")
-    if promoted.height == 0:
-        return None
-    rec = promoted.row(-1, named=True)
-    if isinstance(rec.get("features"), str):
-        rec["features"] = json.loads(rec["features"])
-    return rec
+    return registry.production_record(stored_table(settings, "model_versions"))
+
+
+def production_model(settings: RegimeSettings) -> tuple[dict | None, registry.RegisteredModel | None]:
+    """(registry row, loaded model) of the current production version; (None, None) before any promotion."""
+    return registry.load_production(settings.model_store, stored_table(settings, "model_versions"))
 
 
 def recent_labeled(labeled: pl.DataFrame, spec: Spec, as_of: dt.date | None = None) -> pl.DataFrame:

@@ -9,24 +9,23 @@ import numpy as np
 import polars as pl
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, RetryPolicy, asset
 
-from regime_assets.assets._meta import md, num
+from regime_assets.assets._meta import md, num, plot_md
+from regime_assets.core import calibration as cal_core
+from regime_assets.core import model_card as card_core
 from regime_assets.core import models as model_core
-from regime_assets.core.ensemble import fit_meta
+from regime_assets.core import registry
+from regime_assets.core.ensemble import fit_meta, meta_oof
+from regime_assets.rendering import calibration as cal_plots
 from regime_assets.resources.settings import RegimeSettings
 from regime_assets.spec import CLASSES, ModelSpec, Spec
 
 OWNERS = ["team:ml-engineering"]
 GROUP = "training"
-RECORD_SCHEMA = {
-    "model_name": pl.Utf8, "version": pl.Utf8, "created_at": pl.Datetime("us", "UTC"), "spec_hash": pl.Utf8,
-    "data_hash": pl.Utf8, "rows": pl.Int64, "features": pl.Utf8, "classes": pl.Utf8, "train_seconds": pl.Float64,
-    "oof_accuracy": pl.Float64, "oof_balanced_accuracy": pl.Float64, "oof_log_loss": pl.Float64,
-    "libraries": pl.Utf8, "estimator": pl.Utf8, "params": pl.Utf8,
-}
+RECORD_SCHEMA = registry.MODEL_RECORD_SCHEMA
 
 
 def _record(**kw) -> pl.DataFrame:
-    return pl.DataFrame([kw], schema=RECORD_SCHEMA)
+    return registry.model_record(**kw)
 
 
 def _train_frame(balanced: pl.DataFrame, weights: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
@@ -34,6 +33,14 @@ def _train_frame(balanced: pl.DataFrame, weights: pl.DataFrame) -> tuple[pl.Data
     if joined.height != balanced.height:
         raise ValueError(f"sample_weights covers {joined.height} of {balanced.height} balanced rows")
     return joined.drop("weight"), joined["weight"].to_numpy()
+
+
+def natural_rows(training_set: pl.DataFrame) -> pl.DataFrame:
+    """The training window's own rows as they occur (train split, source window, labelled): the calibration and
+    out-of-fold rows, with a row_id that every model asset assigns the same way."""
+    nat = training_set.filter((pl.col("split") == "train") & (pl.col("source") == "window")
+                              & pl.col("label").is_not_null())
+    return nat.sort("symbol", "date").with_row_index("row_id").with_columns(pl.col("row_id").cast(pl.Int64))
 
 
 def _oof_metrics(oof: pl.DataFrame) -> dict[str, float]:
@@ -46,6 +53,31 @@ def _oof_metrics(oof: pl.DataFrame) -> dict[str, float]:
     return metrics(y, proba)
 
 
+def calibration_metadata(oof: pl.DataFrame, report: dict, bins: int, title: str) -> dict:
+    """Metadata of a model's calibration: report, reliability tables before/after on its OOF rows, the diagram."""
+    meta: dict = {"calibration": MetadataValue.json({k: v for k, v in report.items()
+                                                     if isinstance(v, (str, int, float, bool)) or v is None})}
+    if oof.height == 0:
+        return meta
+    y = model_core.encode_labels(oof["label"])
+    after = oof.select(model_core.PROBA_COLUMNS).to_numpy()
+    raw_cols = [c for c in model_core.RAW_COLUMNS if c in oof.columns]
+    tables = {"after": cal_core.reliability_table(y, after, bins)}
+    if len(raw_cols) == len(model_core.RAW_COLUMNS):
+        tables = {"before": cal_core.reliability_table(y, oof.select(raw_cols).to_numpy(), bins), **tables}
+    ece = pl.concat([cal_core.expected_calibration_error(t).with_columns(pl.lit(k).alias("curve"))
+                     for k, t in tables.items()]).select("curve", "class", "n", "ece")
+    meta["expected_calibration_error"] = md(ece)
+    meta["reliability_table"] = md(pl.concat([t.with_columns(pl.lit(k).alias("curve")) for k, t in tables.items()])
+                                   .filter(pl.col("n") > 0), 60)
+    meta["reliability_diagram"] = plot_md(cal_plots.png_markdown(cal_plots.reliability_diagram(tables, title),
+                                                                  title))
+    for k in ("log_loss_before", "log_loss_after", "log_loss_prior", "late_log_loss_before", "late_log_loss_after"):
+        if k in report:
+            meta[f"calibration_{k}"] = num(report[k])
+    return meta
+
+
 def build_model_asset(mspec: ModelSpec):
     """One asset per model spec: fit with sample weights + honest out-of-fold predictions; a new store version."""
 
@@ -56,33 +88,41 @@ def build_model_asset(mspec: ModelSpec):
         tags={"model": mspec.name},
         description=f"{mspec.name}: {mspec.estimator} trained with the sample weights"
                     f"{' (standardised features)' if mspec.scale else ''}"
-                    f"{' (calibrated probabilities)' if mspec.calibrate else ''}; out-of-fold predictions on the "
-                    "latest purged share of training dates feed the meta-learner. Each run stores a new version.",
+                    f"{' (sigmoid probability wrapper)' if mspec.calibrate else ''}; probabilities calibrated on "
+                    "the training window's natural rows after a purged inner split (spec calibration), whose "
+                    "out-of-fold predictions feed the meta-learner. Each run stores a new version with its card.",
     )
     def _model(context: AssetExecutionContext, settings: RegimeSettings, balanced_training_set: pl.DataFrame,
-               sample_weights: pl.DataFrame) -> Output[pl.DataFrame]:
+               sample_weights: pl.DataFrame, training_set: pl.DataFrame) -> Output[pl.DataFrame]:
         spec = settings.spec
         train, w = _train_frame(balanced_training_set, sample_weights)
+        natural = natural_rows(training_set)
         feats = model_core.feature_columns(train)
         t0 = time.perf_counter()
         fitted, oof = model_core.fit_with_oof(mspec, train, w, feats, spec.meta.inner_holdout_fraction,
-                                              spec.labels.horizon)
+                                              spec.labels.horizon, natural=natural, calibration=spec.calibration,
+                                              wspec=spec.weights)
         secs = time.perf_counter() - t0
         om = _oof_metrics(oof)
         dhash = model_core.data_hash(train)
         libs = model_core.library_versions()
+        calib = fitted.calibration_report
         meta = {
             "spec_hash": spec.spec_hash, "data_hash": dhash, "features": feats, "classes": list(CLASSES),
             "libraries": libs, "train_seconds": secs, "rows": train.height, "estimator": mspec.estimator,
-            "params": mspec.params, "oof_metrics": om,
+            "params": mspec.params, "oof_metrics": om, "calibration": calib, "kind": "base",
             "train_start": str(train["date"].min()), "train_end": str(train["date"].max()),
         }
-        version = settings.model_store.save(f"model_{mspec.name}", {"model": fitted, "oof": oof}, meta)
+        card = card_core.model_card({**meta, "name": f"model_{mspec.name}"}, None)
+        version = registry.save_model(settings.model_store, f"model_{mspec.name}", fitted, meta, oof=oof, card=card)
+        card = card.replace(f"# Model card: model_{mspec.name}", f"# Model card: model_{mspec.name} {version}", 1)
+        registry.write_card(settings.model_store, f"model_{mspec.name}", version, card)
         rec = _record(model_name=f"model_{mspec.name}", version=version, created_at=dt.datetime.now(dt.UTC),
                       spec_hash=spec.spec_hash, data_hash=dhash, rows=train.height, features=json.dumps(feats),
                       classes=json.dumps(list(CLASSES)), train_seconds=secs, oof_accuracy=om["accuracy"],
                       oof_balanced_accuracy=om["balanced_accuracy"], oof_log_loss=om["log_loss"],
-                      libraries=json.dumps(libs), estimator=mspec.estimator, params=json.dumps(mspec.params))
+                      libraries=json.dumps(libs), estimator=mspec.estimator, params=json.dumps(mspec.params),
+                      calibration=json.dumps(calib, default=str))
         return Output(rec, metadata={
             "version": MetadataValue.text(version), "spec_hash": MetadataValue.text(spec.spec_hash),
             "data_hash": MetadataValue.text(dhash), "train_rows": num(train.height), "features": num(len(feats)),
@@ -90,6 +130,9 @@ def build_model_asset(mspec: ModelSpec):
             "oof_accuracy": num(om["accuracy"]), "oof_balanced_accuracy": num(om["balanced_accuracy"]),
             "oof_log_loss": num(om["log_loss"]), "libraries": MetadataValue.json(libs),
             "params": MetadataValue.json(mspec.params),
+            **calibration_metadata(oof, calib, spec.calibration.reliability_bins,
+                                   f"reliability on the calibration rows: {mspec.name}"),
+            "model_card": MetadataValue.md(card),
         })
 
     return _model
@@ -103,7 +146,8 @@ def build_meta_asset(spec: Spec):
         ins={f"model_{n}": AssetIn(f"model_{n}") for n in names},
         description="Ensemble of the models: accuracy-weighted average of probabilities with weights from "
                     "out-of-fold performance (never training accuracy), or a stacking logistic regression on the "
-                    "out-of-fold probabilities (spec meta.method).",
+                    "out-of-fold probabilities (spec meta.method); fitted with the rows' sample weights and "
+                    "calibrated on the same out-of-fold rows.",
     )
     def meta_learner(context: AssetExecutionContext, settings: RegimeSettings, **records: pl.DataFrame):
         spec_ = settings.spec
@@ -111,29 +155,48 @@ def build_meta_asset(spec: Spec):
         fitted, oofs, versions = {}, {}, {}
         for key, rec in records.items():
             row = rec.row(0, named=True)
-            art = store.load(row["model_name"], row["version"])
-            fitted[key.removeprefix("model_")] = art["model"]
-            oofs[key.removeprefix("model_")] = art["oof"]
+            reg = registry.load_registered_model(store, row["model_name"], row["version"])
+            fitted[key.removeprefix("model_")] = reg.model
+            oofs[key.removeprefix("model_")] = reg.oof
             versions[key] = row["version"]
         t0 = time.perf_counter()
-        meta = fit_meta(oofs, spec_.meta, models=fitted)
+        meta = fit_meta(oofs, spec_.meta, models=fitted, calibration=spec_.calibration)
         secs = time.perf_counter() - t0
+        moof = meta_oof(meta, oofs)
+        om = _oof_metrics(moof)
         wt = meta.weights_table()
         first = next(iter(records.values())).row(0, named=True)
+        first_meta = store.meta(first["model_name"], first["version"])
+        libs = model_core.library_versions()
         info = {"spec_hash": spec_.spec_hash, "data_hash": first["data_hash"], "base_versions": versions,
                 "method": spec_.meta.method, "classes": list(CLASSES), "features": json.loads(first["features"]),
-                "libraries": model_core.library_versions(), "train_seconds": secs, "rows": first["rows"]}
-        version = store.save("meta_learner", meta, info)
+                "libraries": libs, "train_seconds": secs, "rows": first["rows"], "kind": "ensemble",
+                "estimator": f"ensemble:{spec_.meta.method}", "weighted_fit": meta.weighted_fit,
+                "calibration": meta.calibration_report, "oof_metrics": om,
+                "train_start": first_meta.get("train_start"), "train_end": first_meta.get("train_end")}
+        card = card_core.model_card({**info, "name": "meta_learner"}, None)
+        version = registry.save_model(store, "meta_learner", meta, info, oof=moof, card=card)
+        card = card.replace("# Model card: meta_learner", f"# Model card: meta_learner {version}", 1)
+        registry.write_card(store, "meta_learner", version, card)
         rec = _record(model_name="meta_learner", version=version, created_at=dt.datetime.now(dt.UTC),
                       spec_hash=spec_.spec_hash, data_hash=first["data_hash"], rows=first["rows"],
                       features=first["features"], classes=json.dumps(list(CLASSES)), train_seconds=secs,
-                      oof_accuracy=None, oof_balanced_accuracy=None, oof_log_loss=None,
-                      libraries=json.dumps(model_core.library_versions()), estimator=f"ensemble:{spec_.meta.method}",
-                      params=json.dumps({"base_versions": versions, "weight_metric": spec_.meta.weight_metric}))
+                      oof_accuracy=om["accuracy"], oof_balanced_accuracy=om["balanced_accuracy"],
+                      oof_log_loss=om["log_loss"],
+                      libraries=json.dumps(libs), estimator=f"ensemble:{spec_.meta.method}",
+                      params=json.dumps({"base_versions": versions, "weight_metric": spec_.meta.weight_metric,
+                                         "weighted_fit": meta.weighted_fit}),
+                      calibration=json.dumps(meta.calibration_report, default=str))
         return Output(rec, metadata={
             "version": MetadataValue.text(version), "method": MetadataValue.text(spec_.meta.method),
             "weights": md(wt), "base_versions": MetadataValue.json(versions),
+            "weighted_fit": MetadataValue.bool(meta.weighted_fit),
             "spec_hash": MetadataValue.text(spec_.spec_hash),
+            "oof_rows": num(moof.height), "oof_log_loss": num(om["log_loss"]),
+            "oof_balanced_accuracy": num(om["balanced_accuracy"]),
+            **calibration_metadata(moof, meta.calibration_report, spec_.calibration.reliability_bins,
+                                   "reliability on the out-of-fold rows: meta_learner"),
+            "model_card": MetadataValue.md(card),
         })
 
     return meta_learner

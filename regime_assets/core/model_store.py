@@ -29,6 +29,7 @@ META_FILE = "meta.json"
 TMP_PREFIX = ".tmp-"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _VERSION = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{8}(-\d+)?$")
+_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class ModelStoreError(ValueError):
@@ -86,8 +87,43 @@ class ModelStore:
             raise ModelStoreError(f"model store: invalid version {version!r} for model {name}")
         return self._dir(name) / version
 
-    def save(self, name: str, obj: Any, meta: dict[str, Any] | None = None) -> str:
-        """Store ``obj`` as a new version of ``name``; returns the version string."""
+    def _check_file(self, filename: str) -> None:
+        if not isinstance(filename, str) or not _FILE.match(filename) or filename in (MODEL_FILE, META_FILE) \
+                or filename.startswith(TMP_PREFIX):
+            raise ModelStoreError(f"model store: invalid side file name {filename!r}")
+
+    def _write_text(self, vdir: Path, filename: str, text: str) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=vdir)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, vdir / filename)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def write_file(self, name: str, version: str, filename: str, text: str) -> None:
+        """Atomically (re)write a side text file (e.g. a model card) of a complete version."""
+        self._check_file(filename)
+        _, vdir = self._complete(name, version)
+        self._write_text(vdir, filename, text)
+        _fsync_dir(vdir)
+
+    def read_file(self, name: str, version: str | None, filename: str) -> str | None:
+        """A side text file of a complete version (``version`` None = latest), or None when it has none."""
+        self._check_file(filename)
+        _, vdir = self._complete(name, version)
+        p = vdir / filename
+        return p.read_text() if p.is_file() else None
+
+    def save(self, name: str, obj: Any, meta: dict[str, Any] | None = None,
+             files: dict[str, str] | None = None) -> str:
+        """Store ``obj`` as a new version of ``name``; returns the version string. ``files``: side text files
+        (name -> text) written into the version before ``meta.json``, so every listed version has them."""
+        for fname in (files or {}):
+            self._check_file(fname)
         mdir = self._dir(name)
         try:
             json.dumps(meta or {}, default=_json_default)
@@ -115,6 +151,8 @@ class ModelStore:
         finally:
             if tmp.exists():
                 tmp.unlink()
+        for fname, text in (files or {}).items():
+            self._write_text(vdir, fname, text)
         record = {**(meta or {}), "name": name, "version": version, "sha256": sha,
                   "saved_at": dt.datetime.now(dt.timezone.utc).isoformat()}
         text = json.dumps(record, default=_json_default, indent=2, sort_keys=True)

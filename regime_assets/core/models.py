@@ -7,14 +7,19 @@ self-contained. ``FittedModel.predict_proba`` always returns an ``(n, 3)`` array
 was absent from the training rows gets probability 0.
 
 Wrapping: ``scale`` puts a ``StandardScaler`` in front (``Pipeline(scale, model)``), ``calibrate`` wraps the
-estimator in ``CalibratedClassifierCV(method="sigmoid", cv=3)``. Sample weights reach the final estimator in both
-cases: through ``model__sample_weight`` for the pipeline, and ``CalibratedClassifierCV.fit(sample_weight=...)``
-which passes them to every inner fit and to the calibrator. When scikit-learn metadata routing is enabled the
-weights are requested explicitly instead (the scaler is fitted unweighted either way).
+estimator in ``CalibratedClassifierCV(method="sigmoid", cv=3)`` -- a probability wrapper for estimators without
+``predict_proba`` (hinge-loss SVMs), fitted on the model's own balanced, weighted rows, so it does not correct the
+priors. Sample weights reach the final estimator in both cases: through ``model__sample_weight`` for the pipeline,
+and ``CalibratedClassifierCV.fit(sample_weight=...)`` which passes them to every inner fit and to the calibrator.
+When scikit-learn metadata routing is enabled the weights are requested explicitly instead (the scaler is fitted
+unweighted either way).
 
-Out-of-fold: ``fit_with_oof`` holds out the latest ``inner_holdout_fraction`` of the training dates, purges the
-``horizon`` trading dates before the holdout (their labels look into it), fits on the rest, predicts the holdout,
-then refits on every training row for the final model.
+The production recipe is ``fit_with_oof``: an inner model fitted before a purged holdout of the latest training
+dates predicts the held-out rows; with ``natural`` rows (the training window's rows as they occur, not the
+balanced resample) those predictions calibrate the model against the window's true class frequencies
+(``core/calibration.py``, spec ``calibration``) and are the honest out-of-fold (OOF) predictions the
+meta-learner fits on; the final model is refitted on every training row and carries the calibrator, so its
+``predict_proba`` is calibrated (``raw_proba_matrix`` gives the estimator's own probabilities).
 """
 
 from __future__ import annotations
@@ -30,13 +35,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from regime_assets.spec import CLASSES, ModelSpec
+from regime_assets.core.calibration import Calibrator, fit_calibrator_honest
+from regime_assets.spec import CLASSES, CalibrationSpec, ModelSpec, WeightSpec
 
 CALIBRATION_METHOD = "sigmoid"
 CALIBRATION_CV = 3
 PREDICT_CHUNK_ROWS = 250_000
 PROBA_COLUMNS: tuple[str, ...] = tuple(f"p_{c}" for c in CLASSES)
 OOF_COLUMNS: tuple[str, ...] = ("row_id", "date", "regime", "label", *PROBA_COLUMNS)
+RAW_COLUMNS: tuple[str, ...] = tuple(f"raw_p_{c}" for c in CLASSES)  # OOF before calibration
 VERSION_PACKAGES: tuple[str, ...] = (
     "numpy", "polars", "scipy", "scikit-learn", "xgboost", "lightgbm", "shap", "arch", "joblib", "pandas",
 )
@@ -211,6 +218,8 @@ class FittedModel:
         self.shap_kind = mspec.shap if mspec is not None else "none"
         self.n_train = int(n_train)
         self.fit_seconds = float(fit_seconds)
+        self.calibrator: Calibrator | None = None  # set by fit_with_oof; applied by predict_proba
+        self.calibration_report: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         known = [CLASSES[i] for i in self.present]
@@ -221,7 +230,13 @@ class FittedModel:
         return _fill(_matrix(df, self.features, f"model {self.name}"), self.medians)
 
     def predict_proba_matrix(self, X: np.ndarray) -> np.ndarray:
-        """(n, 3) class probabilities in CLASSES order for a median-filled feature matrix."""
+        """(n, 3) calibrated class probabilities in CLASSES order for a median-filled feature matrix."""
+        p = self.raw_proba_matrix(X)
+        cal = getattr(self, "calibrator", None)
+        return p if cal is None else cal.transform(p)
+
+    def raw_proba_matrix(self, X: np.ndarray) -> np.ndarray:
+        """(n, 3) class probabilities of the estimator before calibration."""
         X = np.asarray(X, dtype=np.float64)
         out = np.zeros((X.shape[0], len(CLASSES)))
         if X.shape[0] == 0:
@@ -316,21 +331,127 @@ def inner_split(dates: pl.Series, inner_holdout_fraction: float, horizon: int) -
     return k < hold_start - horizon, k >= hold_start
 
 
+def holdout_cut(dates: pl.Series, holdout_fraction: float, horizon: int) -> tuple[Any, Any]:
+    """(purge_start, hold_start) dates of an inner split of ``dates``: the holdout is the latest
+    ``holdout_fraction`` of the distinct dates (from ``hold_start`` on); rows dated before ``purge_start`` may fit
+    (the ``horizon`` dates in between are purged: their labels look into the holdout)."""
+    if dates.null_count():
+        raise ModelError(f"training frame: {dates.null_count()} null dates")
+    uniq = dates.unique().sort()
+    n = uniq.len()
+    n_hold = max(1, int(math.ceil(holdout_fraction * n)))
+    if n_hold + horizon >= n:
+        raise ModelError(f"training frame: {n} distinct dates are too few for an inner holdout of {n_hold} dates "
+                         f"and a purge of {horizon} dates")
+    return uniq[n - n_hold - horizon], uniq[n - n_hold]
+
+
+def calibration_method(mspec: ModelSpec, cspec: CalibrationSpec | None) -> str:
+    """The calibration method of a model: its own override, else the section's; 'none' when disabled/absent."""
+    if cspec is None or not cspec.enabled:
+        return "none"
+    own = getattr(mspec, "calibration", "default")
+    return cspec.method if own in (None, "default") else own
+
+
+def _with_row_id(rows: pl.DataFrame) -> pl.DataFrame:
+    if "row_id" in rows.columns:
+        return rows
+    keys = [c for c in ("symbol", "date") if c in rows.columns]
+    return (rows.sort(keys) if keys else rows).with_row_index("row_id").with_columns(pl.col("row_id").cast(pl.Int64))
+
+
+def natural_weights(rows: pl.DataFrame, wspec: WeightSpec | None) -> np.ndarray:
+    """Regime x event weights (mean 1) of natural rows, as the balanced rows get them; ones without a spec."""
+    if wspec is None or rows.height == 0:
+        return np.ones(rows.height)
+    from regime_assets.core.weights import sample_weights
+
+    src = pl.col("source") if "source" in rows.columns else pl.lit("window")
+    ew = pl.col("event_weight").cast(pl.Float64) if "event_weight" in rows.columns else pl.lit(None, pl.Float64)
+    frame = rows.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("row_id"), "regime", src.alias("source"),
+                        ew.alias("event_weight"))
+    return sample_weights(frame, wspec).get_column("weight").to_numpy()
+
+
 def fit_with_oof(mspec: ModelSpec, train: pl.DataFrame, weights: np.ndarray | None, features: list[str] | None,
-                 inner_holdout_fraction: float, horizon: int) -> tuple[FittedModel, pl.DataFrame]:
-    """Final model on all rows plus honest OOF predictions on the latest dates (columns ``OOF_COLUMNS``)."""
+                 inner_holdout_fraction: float, horizon: int, natural: pl.DataFrame | None = None,
+                 calibration: CalibrationSpec | None = None, wspec: WeightSpec | None = None,
+                 ) -> tuple[FittedModel, pl.DataFrame]:
+    """The production recipe of one model: final model on every training row, calibrated, plus honest
+    out-of-fold (OOF) predictions (columns ``OOF_COLUMNS`` + ``weight`` + ``RAW_COLUMNS``).
+
+    * ``train``/``weights``: the (balanced) training rows and their sample weights.
+    * ``natural``: the natural-distribution rows of the same training window (e.g. the window's train-split rows,
+      not resampled, unweighted). When given, the inner split is cut on ITS dates: the latest
+      ``calibration.holdout_fraction`` (None: ``inner_holdout_fraction``) of them are held out, the ``horizon``
+      dates before are purged; an inner model fitted on the training rows before the purge predicts the held-out
+      natural rows; the calibrator is fitted on those predictions against the true labels (so it restores the
+      window's true class frequencies) and the OOF frame holds the calibrated predictions on those rows
+      (``weight``: their regime x event weights from ``wspec``). Without ``natural`` the OOF rows are the held-out
+      training rows (``weight``: their sample weights) and no calibrator is fitted (they carry the shifted
+      priors).
+    * The final model is refitted on every training row and carries the inner fit's calibrator
+      (``FittedModel.calibrator``, ``calibration_report``): its ``predict_proba`` is calibrated.
+    """
     for c in ("row_id", "date", "regime", "label"):
         if c not in train.columns:
             raise ModelError(f"model {mspec.name}: training frame has no '{c}' column")
     w = _check_weights(weights, train.height, mspec.name)
-    fit_mask, hold_mask = inner_split(train["date"], inner_holdout_fraction, horizon)
+    method = calibration_method(mspec, calibration)
+    if natural is None:
+        fit_mask, hold_mask = inner_split(train["date"], inner_holdout_fraction, horizon)
+        if not fit_mask.any():
+            raise ModelError(f"model {mspec.name}: no rows left to fit before the inner holdout")
+        inner = fit_model(mspec, train.filter(pl.Series(fit_mask)), w[fit_mask], features)
+        hold = train.filter(pl.Series(hold_mask))
+        raw = inner.predict_proba(hold)
+        oof = oof_frame(hold, raw).with_columns(pl.Series("weight", w[hold_mask], dtype=pl.Float64))
+        oof = _add_raw(oof, raw)
+        final = fit_model(mspec, train, w, inner.features)
+        return final, oof
+    for c in ("date", "regime", "label"):
+        if c not in natural.columns:
+            raise ModelError(f"model {mspec.name}: natural calibration rows have no '{c}' column")
+    natural = _with_row_id(natural.filter(pl.col("label").is_not_null()))
+    codes = encode_labels(natural["label"], f"model {mspec.name} natural labels")
+    window_prior = np.bincount(codes, minlength=len(CLASSES)) / max(codes.size, 1)
+    frac = (calibration.holdout_fraction if calibration is not None and calibration.holdout_fraction
+            else inner_holdout_fraction)
+    purge_start, hold_start = holdout_cut(natural["date"], frac, horizon)
+    fit_mask = (train["date"] < purge_start).to_numpy()
     if not fit_mask.any():
-        raise ModelError(f"model {mspec.name}: no rows left to fit before the inner holdout")
+        raise ModelError(f"model {mspec.name}: no training rows before {purge_start} (the inner holdout of the "
+                         f"natural rows starts {hold_start})")
     inner = fit_model(mspec, train.filter(pl.Series(fit_mask)), w[fit_mask], features)
-    hold = train.filter(pl.Series(hold_mask))
-    oof = oof_frame(hold, inner.predict_proba(hold))
+    hold = natural.filter(pl.col("date") >= hold_start)
+    cap = calibration.max_rows if calibration is not None else hold.height
+    if hold.height > cap:
+        hold = hold.sample(cap, seed=calibration.seed if calibration is not None else 0)
+    hold = hold.sort("date", *(["symbol"] if "symbol" in hold.columns else []))
+    raw = inner.predict_proba(hold)
+    y = encode_labels(hold["label"], f"model {mspec.name} calibration labels")
+    cal = None
+    if method != "none":
+        cspec = calibration
+        prior = window_prior if getattr(cspec, "anchor", "none") == "window" else None
+        cal = fit_calibrator_honest(raw, y, hold["date"].to_physical().to_numpy(), method, cspec.l2, cspec.min_rows,
+                                    prior)
+    proba = cal.transform(raw) if cal is not None else raw
+    oof = oof_frame(hold, proba).with_columns(pl.Series("weight", natural_weights(hold, wspec), dtype=pl.Float64))
+    oof = _add_raw(oof, raw)
     final = fit_model(mspec, train, w, inner.features)
+    final.calibrator = cal
+    final.calibration_report = {
+        "method": method if cal is None else cal.method, "requested": method,
+        "holdout_start": str(hold_start), "purge_start": str(purge_start), "inner_rows": int(fit_mask.sum()),
+        "window_prior": np.round(window_prior, 6).tolist(),
+        **({} if cal is None else cal.report)}
     return final, oof
+
+
+def _add_raw(oof: pl.DataFrame, raw: np.ndarray) -> pl.DataFrame:
+    return oof.with_columns([pl.Series(c, raw[:, i], dtype=pl.Float64) for i, c in enumerate(RAW_COLUMNS)])
 
 
 # ----------------------------------------------------------------------------------------------- provenance

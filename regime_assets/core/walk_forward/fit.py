@@ -9,10 +9,12 @@ Production recipe (the same core functions the production assets call, sizes fro
 2. ``core.sampling.balanced_sample`` with ``target_size = min(balance.target_size,
    walk_forward.candidate_train_rows)``;
 3. ``core.weights.sample_weights``;
-4. every enabled spec model through ``core.models.fit_with_oof`` (inner holdout of ``meta.inner_holdout_fraction``
-   of the dates, ``horizon`` purged) with ``n_estimators`` replaced by ``walk_forward.n_estimators`` and
-   ``walk_forward.candidate_params`` applied on top;
-5. ``core.ensemble.fit_meta`` on their out-of-fold predictions: the ``meta_learner`` candidate.
+4. every enabled spec model through ``core.models.fit_with_oof`` (inner holdout of the latest dates, ``horizon``
+   purged), calibrated on the fold's window rows as they occur (its natural rows, spec ``calibration``), as the
+   model assets do; ``n_estimators`` replaced by ``walk_forward.n_estimators`` and ``walk_forward.candidate_params``
+   applied on top;
+5. ``core.ensemble.fit_meta`` on their out-of-fold predictions (weighted, calibration anchored to the window's class
+   frequencies as in production): the ``meta_learner`` candidate.
 
 Baselines: ``baseline_prior`` predicts the class frequencies of the fold's window training rows,
 ``baseline_regime_prior`` those frequencies per regime (overall frequencies for a regime absent from training).
@@ -187,7 +189,14 @@ def code_hash() -> str:
         import sys
 
         h = hashlib.sha256(RECIPE_VERSION.encode())
-        for mod in (model_core, ensemble_core, sampling_core, weights_core, replay_core, sys.modules[__name__]):
+        mods = [model_core, ensemble_core, sampling_core, weights_core, replay_core, sys.modules[__name__]]
+        try:
+            from regime_assets.core import calibration as calibration_core
+
+            mods.append(calibration_core)
+        except ImportError:
+            pass
+        for mod in mods:
             h.update(inspect.getsource(mod).encode())
         for p in ("scikit-learn", "lightgbm", "xgboost", "numpy"):
             try:
@@ -246,10 +255,12 @@ def build_recipe(spec: Spec, with_arms: bool = True) -> Recipe:
               "candidate_train_rows": wf.candidate_train_rows, "min_train_rows": wf.min_train_rows,
               "balance": spec.balance.model_dump(), "weights": spec.weights.model_dump(),
               "use_archive": spec.training_set.use_archive, "use_replay": spec.training_set.use_replay,
-              "replay_buffer": spec.replay_buffer.model_dump(), "inner": spec.meta.inner_holdout_fraction}
+              "replay_buffer": spec.replay_buffer.model_dump(), "inner": spec.meta.inner_holdout_fraction,
+              "calibration": spec.calibration.model_dump() if hasattr(spec, "calibration") else None}
     mspecs = {m.name: candidate_model_spec(spec, m) for m in spec.enabled_models}
     hashes = {n: _h({"common": common, "model": ms.model_dump()}) for n, ms in mspecs.items()}
-    hashes[META_MODEL] = _h({"meta": spec.meta.model_dump(), "base": sorted(hashes.values()), "v": RECIPE_VERSION})
+    hashes[META_MODEL] = _h({"meta": spec.meta.model_dump(), "base": sorted(hashes.values()), "v": RECIPE_VERSION,
+                             "calibration": common["calibration"]})
     for b in BASELINES:
         hashes[b] = _h({"baseline": b, "v": RECIPE_VERSION, "train_years": wf.train_years,
                         "horizon": spec.labels.horizon})
@@ -386,16 +397,45 @@ class TestMatrix:
         return fitted.predict_proba_matrix(model_core._fill(self.X, fitted.medians))
 
 
+def _fit_with_oof(mspec: ModelSpec, rows: pl.DataFrame, w: np.ndarray, features: list[str], spec: Spec,
+                  natural: pl.DataFrame) -> tuple[model_core.FittedModel, pl.DataFrame]:
+    """``models.fit_with_oof`` as the model assets call it: calibrated on the window's natural rows (the fold's
+    labelled window rows as they occur) when the recipe calibrates."""
+    cal = getattr(spec, "calibration", None)
+    params = inspect.signature(model_core.fit_with_oof).parameters
+    if cal is None or "natural" not in params:
+        return model_core.fit_with_oof(mspec, rows, w, features, spec.meta.inner_holdout_fraction,
+                                       spec.labels.horizon)
+    return model_core.fit_with_oof(mspec, rows, w, features, spec.meta.inner_holdout_fraction, spec.labels.horizon,
+                                   natural=natural, calibration=cal, wspec=spec.weights)
+
+
+def _fit_meta(oofs: dict[str, pl.DataFrame], spec: Spec, natural: pl.DataFrame):
+    """``ensemble.fit_meta`` as the meta-learner asset calls it (calibration anchored to the window's class
+    frequencies, which the base models' calibration reports carry in production)."""
+    cal = getattr(spec, "calibration", None)
+    params = inspect.signature(ensemble_core.fit_meta).parameters
+    if cal is None or "calibration" not in params:
+        return ensemble_core.fit_meta(oofs, spec.meta)
+    prior = None
+    if getattr(cal, "anchor", "none") == "window" and natural.height:
+        y = model_core.encode_labels(natural.get_column("label"), "walk-forward window labels")
+        prior = np.bincount(y, minlength=len(CLASSES)) / y.size
+    return ensemble_core.fit_meta(oofs, spec.meta, calibration=cal, prior=prior)
+
+
 def _entry(test: pl.DataFrame, proba: np.ndarray, oof: pl.DataFrame | None = None) -> pl.DataFrame:
     t = test.select("symbol", "date").with_columns(
         pl.lit("test").alias("part"), pl.lit(None, dtype=pl.Int64).alias("row_id"),
         pl.lit(None, dtype=pl.Utf8).alias("regime"), pl.lit(None, dtype=pl.Utf8).alias("label"),
-        *[pl.Series(c, proba[:, i], dtype=pl.Float64) for i, c in enumerate(PROBA)])
+        *[pl.Series(c, proba[:, i], dtype=pl.Float64) for i, c in enumerate(PROBA)],
+        pl.lit(None, dtype=pl.Float64).alias("weight"))
     if oof is None or oof.height == 0:
         return t
+    weight = pl.col("weight").cast(pl.Float64) if "weight" in oof.columns else pl.lit(1.0, dtype=pl.Float64)
     o = oof.select(pl.lit(None, dtype=pl.Utf8).alias("symbol"), pl.col("date").cast(pl.Date),
                    pl.lit("oof").alias("part"), pl.col("row_id").cast(pl.Int64), pl.col("regime").cast(pl.Utf8),
-                   pl.col("label").cast(pl.Utf8), *[pl.col(c).cast(pl.Float64) for c in PROBA])
+                   pl.col("label").cast(pl.Utf8), *[pl.col(c).cast(pl.Float64) for c in PROBA], weight.alias("weight"))
     return pl.concat([t, o.select(t.columns)], how="vertical")
 
 
@@ -407,7 +447,8 @@ def _test_proba(entry: pl.DataFrame, test: pl.DataFrame, what: str) -> np.ndarra
 
 
 def _oof(entry: pl.DataFrame) -> pl.DataFrame:
-    return entry.filter(pl.col("part") == "oof").select("row_id", "date", "regime", "label", *PROBA)
+    cols = ["row_id", "date", "regime", "label", *PROBA, *(["weight"] if "weight" in entry.columns else [])]
+    return entry.filter(pl.col("part") == "oof").select(cols)
 
 
 @dataclass
@@ -432,8 +473,7 @@ def fit_production(data: FoldData, replay: pl.DataFrame, recipe: Recipe, store: 
             train = production_set(production_pool(data, replay, features), recipe)
             log.dates(fold, "production", train[0])
         t0 = time.perf_counter()
-        fitted, oof = model_core.fit_with_oof(mspec, train[0], train[1], features,
-                                              recipe.spec.meta.inner_holdout_fraction, recipe.spec.labels.horizon)
+        fitted, oof = _fit_with_oof(mspec, train[0], train[1], features, recipe.spec, data.window)
         entries[name] = _entry(test, data.matrix(features).predict(fitted), oof)
         store.put(keys[name], entries[name])
         log.add(fold, name, train[0], time.perf_counter() - t0, False)
@@ -441,7 +481,7 @@ def fit_production(data: FoldData, replay: pl.DataFrame, recipe: Recipe, store: 
     probs = {n: _test_proba(entries[n], test, n) for n in recipe.mspecs}
     if entries[META_MODEL] is None:
         t0 = time.perf_counter()
-        learner = ensemble_core.fit_meta({n: _oof(entries[n]) for n in recipe.mspecs}, recipe.spec.meta)
+        learner = _fit_meta({n: _oof(entries[n]) for n in recipe.mspecs}, recipe.spec, data.window)
         entries[META_MODEL] = _entry(test, learner.predict_proba_from(probs))
         store.put(keys[META_MODEL], entries[META_MODEL])
         log.add(fold, META_MODEL, train[0] if train is not None else None, time.perf_counter() - t0, False)
@@ -475,12 +515,10 @@ def fit_production_arms(data: FoldData, replay: pl.DataFrame, recipe: Recipe, st
             log.dates(fold, name, rows)
             oofs, probs = {}, {}
             for n, mspec in recipe.mspecs.items():
-                fitted, oofs[n] = model_core.fit_with_oof(mspec, rows, w, features,
-                                                          recipe.spec.meta.inner_holdout_fraction,
-                                                          recipe.spec.labels.horizon)
+                fitted, oofs[n] = _fit_with_oof(mspec, rows, w, features, recipe.spec, data.window)
                 probs[n] = data.matrix(features).predict(fitted)
                 del fitted
-            learner = ensemble_core.fit_meta(oofs, recipe.spec.meta)
+            learner = _fit_meta(oofs, recipe.spec, data.window)
             entry = _entry(test, learner.predict_proba_from(probs))
             store.put(key, entry)
             log.add(fold, name, rows, time.perf_counter() - t0, False)
