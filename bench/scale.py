@@ -406,8 +406,10 @@ def run_graph(n: int, years: float, args) -> dict:
             for ln in proc.stdout:
                 if "STEP_START" in ln:
                     parts = [x.strip() for x in ln.split(" - ")]
+                    prev = step["name"]
                     step["name"] = parts[parts.index("STEP_START") - 1] if "STEP_START" in parts else ln[-80:]
-                    print(f"  [{time.perf_counter() - t0:7.1f} s] {step['name']}", flush=True)
+                    done = f" (previous step {prev}: peak {step['peaks'].get(prev, 0):,.0f} MiB)" if prev else ""
+                    print(f"  [{time.perf_counter() - t0:7.1f} s] {step['name']}{done}", flush=True)
                 lines.append(ln)
                 del lines[:-50]
 
