@@ -4,6 +4,7 @@
     uv run regime-assets replay --start 2019-06-01 --end 2020-12-31 --every week
     uv run regime-assets ui [--port 3000]
     uv run regime-assets spec [--spec PATH]          # print the resolved spec and its hash
+    uv run regime-assets signals [--date D] [--top K] [--format table|csv|json]
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -241,12 +243,81 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``, read from /proc (empty where there is no /proc:
+    then ``os.killpg(pgid, 0)`` decides)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+            return [pgid]
+        except (ProcessLookupError, PermissionError):
+            return []
+    out = []
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, pgrp, ...
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            out.append(int(d.name))
+    return out
+
+
+def end_group(pgid: int, grace: float) -> None:
+    """SIGTERM every process left in group ``pgid``, then SIGKILL what is still there after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        if not group_members(pgid):
+            return
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+def run_process_group(cmd: list[str], grace: float = 20.0) -> int:
+    """Run ``cmd`` as the leader of its own session and process group. SIGTERM and SIGINT received here are
+    forwarded to the whole group; when the leader has exited (or ``grace`` seconds after a signal) whatever is
+    left of the group (a daemon, a code server) is stopped too. Returns the leader's exit code, or 128 + the
+    signal number when stopped by a signal."""
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    received: list[tuple[int, float]] = []  # (signal, when)
+
+    def forward(signum, _frame):
+        received.append((signum, time.monotonic()))
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            try:
+                rc = proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if received and time.monotonic() - received[0][1] > grace:
+                    os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        end_group(proc.pid, grace)
+    return 128 + received[0][0] if received else rc
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     prepare_environment(args.spec, args.home)
     cmd = [sys.executable, "-m", "dagster", "dev", "-m", "regime_assets.definitions", "-h", args.host,
            "-p", str(args.port)]
-    print("starting:", " ".join(cmd), f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-    return subprocess.call(cmd)
+    print("starting:", " ".join(cmd), f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})", flush=True)
+    return run_process_group(cmd)
 
 
 def cmd_spec(args: argparse.Namespace) -> int:
@@ -256,6 +327,61 @@ def cmd_spec(args: argparse.Namespace) -> int:
         return _fail(str(err))
     print(dump_spec(spec))
     print(f"# spec_hash: {spec.spec_hash}")
+    return 0
+
+
+def cmd_signals(args: argparse.Namespace) -> int:
+    """Print the stored signals of one date (default: the latest) from the warehouse, opened read-only."""
+    import duckdb
+    import polars as pl
+
+    from regime_assets.resources.warehouse import DEFAULT_SCHEMA, read_table, warehouse_path
+    from regime_assets.summary import has_promoted, table_text
+
+    if args.home:
+        os.environ[HOME_ENV] = str(Path(args.home).resolve())
+    db = warehouse_path(default_home())
+    if not db.exists():
+        return _fail(f"no warehouse at {db}: run `regime-assets materialize` first")
+    try:
+        with duckdb.connect(str(db), read_only=True) as conn:
+            sig = read_table(conn, DEFAULT_SCHEMA, "signals")
+            prod = read_table(conn, DEFAULT_SCHEMA, "production_model")
+    except duckdb.IOException as err:
+        return _fail(f"cannot open {db} read-only: {err}")
+    if sig is None or sig.height == 0:
+        why = "no promoted model: no signals" if not has_promoted(prod) else "no signals table yet"
+        return _fail(f"{why} in {db} (materialize the graph with a promoted model first)")
+    dates = sig["date"].unique().sort()
+    if args.date:
+        try:
+            day = dt.date.fromisoformat(args.date)
+        except ValueError:
+            return _fail(f"--date {args.date!r}: expected YYYY-MM-DD")
+        if day not in dates.to_list():
+            return _fail(f"--date {day}: no signals for that date; stored dates: "
+                         f"{', '.join(str(d) for d in dates.to_list())}")
+    else:
+        day = dates.max()
+    rows = sig.filter(pl.col("date") == day).sort("rank", "symbol")
+    if args.top is not None:
+        if args.top < 1:
+            return _fail("--top must be at least 1")
+        from regime_assets.core.signals import top_bottom
+
+        top, bottom = top_bottom(rows, args.top)
+        rows = pl.concat([top, bottom.sort("score", "symbol", descending=[True, False])]).unique(
+            "symbol", keep="first", maintain_order=True)
+    if args.format == "csv":
+        sys.stdout.write(rows.write_csv())
+    elif args.format == "json":
+        sys.stdout.write(rows.write_json() + "\n")
+    else:
+        r = rows.row(0, named=True)
+        print(f"signals for {day} (as of {r['as_of']}): model {r['model_name']} {r['model_version']}, spec "
+              f"{r['spec_hash']}, VIX {r['vix_source']}; {rows.height} of {r['n_symbols']} symbols")
+        print(table_text(rows.select("rank", "symbol", "score", "action", "p_sell", "p_hold", "p_buy", "regime"),
+                         max_rows=10_000))
     return 0
 
 
@@ -285,6 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("spec", help="print the resolved spec and its hash")
     s.add_argument("--spec")
     s.set_defaults(func=cmd_spec)
+    g = sub.add_parser("signals", help="print the production model's stored signals (read-only warehouse)")
+    g.add_argument("--date", help="YYYY-MM-DD (default: the latest stored date)")
+    g.add_argument("--top", type=int, help="only the top K and bottom K symbols by score")
+    g.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    g.add_argument("--home", help=f"results folder (default ${HOME_ENV} or .regime_assets/)")
+    g.set_defaults(func=cmd_signals)
     args = p.parse_args(argv)
     return int(args.func(args) or 0)
 

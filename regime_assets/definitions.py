@@ -10,7 +10,7 @@ import os
 
 from dagster import Definitions, in_process_executor, load_asset_checks_from_modules
 
-from regime_assets.assets import evaluation, ingest, monitoring, regimes, runs, samples, training
+from regime_assets.assets import evaluation, ingest, monitoring, regimes, runs, samples, signals, training
 from regime_assets.resources.settings import RegimeSettings
 from regime_assets.resources.warehouse import WarehouseIOManager, default_home, warehouse_path
 from regime_assets.sensors.automation import build_jobs, build_schedules, build_sensors
@@ -33,6 +33,7 @@ def build_definitions(spec_path: str | None = None, home: str | None = None) -> 
         monitoring.drift_report, monitoring.new_rare_events, monitoring.replay_timeline,
         runs.training_runs,
     ]
+    assets += signals.signals_assets(assets)  # signal_backtest joins once walk_forward_predictions exists
     checks = load_asset_checks_from_modules([ingest, regimes, samples, evaluation])
     materialize_all, retrain, monitoring_job = build_jobs(spec)
     schedules = build_schedules(spec, retrain, monitoring_job)

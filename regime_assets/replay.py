@@ -157,7 +157,7 @@ def run_replay(spec: Spec, start: dt.date, end: dt.date, every: str, out_dir: Pa
     timeline = pl.DataFrame(rows, schema=TIMELINE_SCHEMA)
     total = time.perf_counter() - t0
     if out_dir is not None:
-        from regime_assets.core import plots
+        from regime_assets.rendering import plots
 
         out_dir.mkdir(parents=True, exist_ok=True)
         timeline.write_csv(out_dir / "replay_timeline.csv")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +54,12 @@ class DataSpec(_Strict):
     min_history_days: int = Field(default=252, ge=1)
     max_gap_days: int = Field(default=10, ge=1, description="Longest calendar gap allowed between two rows of a symbol.")
     allow_future_dates: bool = False
+    max_abs_log_return: float = Field(
+        default=math.log(5), gt=0, description="Largest |daily log return| of a close taken without comment (ln 5: "
+                                              "a fivefold move in a day; an unadjusted split is larger).")
+    jump_action: Literal["warn", "reject"] = Field(
+        default="warn", description="A larger jump warns (an asset check on raw_prices and a line in the summary) "
+                                    "or rejects the input, naming symbol and date.")
 
     @model_validator(mode="after")
     def _dates(self) -> "DataSpec":
@@ -414,6 +421,40 @@ class AutomationSpec(_Strict):
     max_runtime_seconds: int = Field(default=4 * 3600, ge=60)
 
 
+class SignalSpec(_Strict):
+    n_dates: int = Field(default=5, ge=1, description="Latest dates with features that get signals (the last one "
+                                                      "is the as-of date).")
+    action: Literal["argmax", "threshold"] = Field(
+        default="argmax", description="argmax: the most probable class; threshold: buy when score >= "
+                                      "buy_threshold, sell when score <= -sell_threshold, else hold.")
+    buy_threshold: float = Field(default=0.10, ge=0, le=1, description="Score P(buy) - P(sell) at which to buy.")
+    sell_threshold: float = Field(default=0.10, ge=0, le=1, description="Score at or below minus this: sell.")
+    top: int = Field(default=5, ge=1, description="Top and bottom symbols the summary and the CLI show.")
+    without_model: Literal["fail", "skip"] = Field(
+        default="skip", description="No promoted model: fail the asset with the reason, or skip it (no table, the "
+                                    "run goes on; for a gate that may promote nothing).")
+
+
+class BacktestSpec(_Strict):
+    top_k: int = Field(default=5, ge=1, description="Symbols per leg: long the top k, short the bottom k by score "
+                                                    "(fewer on a date with under 2k symbols).")
+    holding_days: int | None = Field(default=None, ge=1, description="Days each book is held; None = labels.horizon.")
+    open_cost_bps: float = Field(default=5.0, ge=0, le=1000, description="Cost per unit of position opened, bps.")
+    close_cost_bps: float = Field(default=15.0, ge=0, le=1000, description="Cost per unit of position closed, bps.")
+    candidate: str = Field(default="meta_learner", description="The production candidate among the predictions' "
+                                                                "models (shown first, in the summary and the plots).")
+    market_regime: Literal["most_common", "vix_band"] = Field(
+        default="most_common", description="Market regime of a date: the most common symbol regime of the date "
+                                           "(ties to the more severe), or the VIX band of the date.")
+    periods_per_year: int = Field(default=252, ge=1)
+    bootstrap_reps: int = Field(default=200, ge=20)
+    block_length_days: float = Field(default=20.0, gt=0, description="Mean block length of the stationary "
+                                                                     "bootstrap over dates (>= the horizon).")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    seed: int = 123
+    min_days: int = Field(default=20, ge=2, description="Fewer days in a group: no interval.")
+
+
 class Spec(_Strict):
     name: str = "default"
     data: DataSpec = DataSpec()
@@ -437,6 +478,8 @@ class Spec(_Strict):
     replay_buffer: ReplayBufferSpec = ReplayBufferSpec()
     automation: AutomationSpec = AutomationSpec()
     replay: ReplaySpec = ReplaySpec()
+    signals: SignalSpec = SignalSpec()
+    backtest: BacktestSpec = BacktestSpec()
 
     @model_validator(mode="after")
     def _unique(self) -> "Spec":

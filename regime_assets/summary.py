@@ -1,5 +1,6 @@
 """The short summary `regime-assets materialize` prints after a run: rows per asset, regime shares, archive
-events, and the production model's per-regime results with intervals next to the baselines."""
+events, input warnings, the production model's per-regime results with intervals next to the baselines, the
+promotion decision and the walk-forward verdicts."""
 
 from __future__ import annotations
 
@@ -69,26 +70,92 @@ def walk_forward_table(conn: duckdb.DuckDBPyConnection, name: str,
     return full.select(["regime", "n", *cols])
 
 
+NO_ROWS = "no rows of this regime in the validation block"
+BASELINE_NOTE = ("baselines: both predict one class per regime (the majority class, the regime's most frequent\n"
+                 "  class), so their balanced accuracy (mean recall of sell, hold, buy) is 1/3 = 0.333 in every regime\n"
+                 "  by construction; the regime prior's log-loss (class frequencies per regime of the training rows)\n"
+                 "  is the level a useful model must beat.")
+
+
+def _cell(value: float | None, lo: float | None, hi: float | None) -> str | None:
+    if value is None:
+        return None
+    if lo is None or hi is None:
+        return f"{value:.3f} (too few rows for a CI)"
+    return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def evaluation_table(ev: pl.DataFrame, model: str) -> pl.DataFrame:
+    """Per regime: n, the model's balanced accuracy, log-loss and IC (95 % CI), the regime prior's log-loss
+    (the baseline that tells something) and why a regime has no figures."""
+    from regime_assets.core.evaluation import BASELINE_REGIME_PRIOR
+
+    def metric(m: str, name: str, col: str) -> pl.DataFrame:
+        t = ev.filter((pl.col("model") == m) & (pl.col("metric") == name))
+        return pl.DataFrame({"regime": t["regime"].to_list(),
+                             col: [_cell(*r) for r in t.select("value", "ci_low", "ci_high").iter_rows()]},
+                            schema={"regime": pl.Utf8, col: pl.Utf8})
+
+    n = ev.filter((pl.col("model") == model) & (pl.col("metric") == "balanced_accuracy")).select("regime", "n")
+    full = pl.DataFrame({"regime": ["overall", *REGIMES]}).join(n, on="regime", how="left").with_columns(
+        pl.col("n").fill_null(0))
+    for m, name, col in ((model, "balanced_accuracy", f"balanced accuracy ({model})"),
+                         (model, "log_loss", "log-loss"), (model, "ic", "IC"),
+                         (BASELINE_REGIME_PRIOR, "log_loss", "log-loss (regime prior)")):
+        full = full.join(metric(m, name, col), on="regime", how="left")
+    note = pl.when(pl.col("n") == 0).then(pl.lit(NO_ROWS)).otherwise(
+        pl.when(pl.col("IC").is_null()).then(pl.lit("IC: too few rows per date")).otherwise(pl.lit("")))
+    return full.with_columns(note.alias("note"))
+
+
 def production_table(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame | None:
     ev = read_table(conn, DEFAULT_SCHEMA, "regime_evaluation")
     prod = read_table(conn, DEFAULT_SCHEMA, "production_model")
     if ev is None or prod is None or prod.height == 0 or prod["model_name"][0] == "none":
         return None
     name = prod["evaluated_as"][0] if "evaluated_as" in prod.columns else "meta_learner"
-    want = [name, "baseline_majority", "baseline_regime_prior"]
-    metric = "balanced_accuracy"
-    t = ev.filter(pl.col("model").is_in(want) & (pl.col("metric") == metric))
-    if t.height == 0:
+    if ev.filter(pl.col("model") == name).height == 0:
         return None
-    ci = pl.format("{} [{}, {}]", pl.col("value").round(3), pl.col("ci_low").round(3), pl.col("ci_high").round(3))
-    t = t.with_columns(pl.when(pl.col("ci_low").is_not_null()).then(ci)
-                       .otherwise(pl.format("{} (too few rows for a CI)", pl.col("value").round(3))).alias("cell"))
-    wide = t.pivot(on="model", index="regime", values="cell")
-    n = t.filter(pl.col("model") == name).select("regime", "n")
-    order = ["overall", *REGIMES]
-    full = pl.DataFrame({"regime": order}).join(n, on="regime", how="left").join(wide, on="regime", how="left")
-    full = full.with_columns(pl.col("n").fill_null(0))
-    return full.select(["regime", "n", *[c for c in want if c in full.columns]])
+    return evaluation_table(ev, name)
+
+
+def promotion_text(promoted: bool | None, reason: str | None) -> str:
+    """The promotion decision in plain words ("no champion" means the first version, promoted)."""
+    reason = (reason or "").strip()
+    if promoted and reason.startswith("no champion"):
+        rest = reason[len("no champion"):].lstrip(";, ")
+        return "promoted (first version: no champion to beat)" + (f"; {rest}" if rest else "")
+    return f"{'promoted' if promoted else 'not promoted'}" + (f": {reason}" if reason else "")
+
+
+VERDICT = {"yes": "helps", "no": "hurts", "inconclusive": "inconclusive"}
+
+
+def arm_verdict_table(wf: pl.DataFrame) -> pl.DataFrame:
+    """The walk-forward arms as one table, arm x regime: helps / hurts / inconclusive with the two levels (arm
+    vs the baseline arm) the paired difference is taken of."""
+    cells: dict[str, dict[str, str]] = {}
+    for r in wf.iter_rows(named=True):  # one row per arm x model x regime: a few dozen
+        arm = r["arm"] if r["model"] == r["baseline_model"] else f"{r['arm']} ({r['model']})"
+        if not r["n"] or r["arm_value"] is None or r["baseline_value"] is None:
+            cell = "no test rows"
+        else:
+            cell = f"{VERDICT.get(r['helps'], r['helps'])} {r['arm_value']:.3f} vs {r['baseline_value']:.3f}"
+        cells.setdefault(arm, {})[r["regime"]] = cell
+    scopes = [c for c in ["overall", *REGIMES] if any(c in v for v in cells.values())]
+    return pl.DataFrame([{"arm": a, **{c: v.get(c, "-") for c in scopes}} for a, v in cells.items()],
+                        schema={"arm": pl.Utf8, **{c: pl.Utf8 for c in scopes}})
+
+
+def input_warnings(conn: duckdb.DuckDBPyConnection, spec: Spec) -> pl.DataFrame | None:
+    """Daily jumps beyond data.max_abs_log_return in the stored prices (the raw_prices warning check)."""
+    from regime_assets.core.sources import large_jumps
+
+    prices = read_table(conn, DEFAULT_SCHEMA, "raw_prices")
+    if prices is None or prices.height == 0:
+        return None
+    jumps = large_jumps(prices.select("symbol", "date", "close"), spec.data.max_abs_log_return)
+    return jumps if jumps.height else None
 
 
 def archive_counts(arch: pl.DataFrame, spec: Spec, labels: pl.DataFrame | None) -> pl.DataFrame:
@@ -127,6 +194,12 @@ def print_summary(defs, home: Path, spec: Spec, result, elapsed: float) -> None:
         if arch is not None:
             print("\nrare-event archive rows per event:")
             print(table_text(archive_counts(arch, spec, labels)))
+        jumps = input_warnings(conn, spec)
+        if jumps is not None:
+            print(f"\ninput warnings: {jumps.height} daily close move(s) beyond |log return| "
+                  f"{spec.data.max_abs_log_return:.3f} (data.jump_action {spec.data.jump_action}; asset check "
+                  "prices_no_large_jumps):")
+            print(table_text(jumps.select("symbol", "date", "problem"), 10))
         prod = production_table(conn)
         p0 = read_table(conn, DEFAULT_SCHEMA, "production_model")
         if p0 is not None and p0.height and p0["model_name"][0] == "none":
@@ -136,13 +209,14 @@ def print_summary(defs, home: Path, spec: Spec, result, elapsed: float) -> None:
             p = read_table(conn, DEFAULT_SCHEMA, "production_model")
             row = p.row(0, named=True)
             print(f"\nproduction model: {row.get('model_name')} {row.get('version')} "
-                  f"(promoted: {row.get('reason', '')})")
-            print("balanced accuracy on the validation block, 95 % block-bootstrap CI, vs baselines:")
+                  f"({promotion_text(True, row.get('reason'))})")
+            print("on the validation block, 95 % block-bootstrap CI:")
             print(table_text(prod))
+            print("  " + BASELINE_NOTE)
         dec = read_table(conn, DEFAULT_SCHEMA, "promotion_decision")
         if dec is not None and dec.height:
             d = dec.row(0, named=True)
-            print(f"\npromotion decision: promote={d.get('promoted')} — {d.get('reason')}")
+            print(f"\npromotion decision: {promotion_text(d.get('promoted'), d.get('reason'))}")
         dec = dec if dec is not None and dec.height else None
         cand = None if dec is None else str(dec["challenger"][0]).removeprefix("model_")
         wft = walk_forward_table(conn, cand) if cand else None
@@ -151,7 +225,54 @@ def print_summary(defs, home: Path, spec: Spec, result, elapsed: float) -> None:
                   "(95 % block-bootstrap intervals):")
             print(table_text(wft))
         wf = read_table(conn, DEFAULT_SCHEMA, "walk_forward_evaluation")
-        if wf is not None and wf.height and "sentence" in wf.columns:
+        if wf is not None and wf.height and "sentence" in wf.columns and "table" in wf.columns:
             print("\nwalk-forward arms (paired differences, Holm-adjusted):")
             for s in wf.filter(pl.col("table") == "arm_difference")["sentence"].drop_nulls().to_list()[:60]:
                 print("  " + s)
+        print_backtest(conn, spec)
+        print_signals(conn, spec)
+
+
+def print_backtest(conn: duckdb.DuckDBPyConnection, spec: Spec) -> None:
+    """The production candidate's economics after costs (long-short, overall), next to the benchmarks."""
+    metrics = read_table(conn, DEFAULT_SCHEMA, "signal_backtest")
+    if metrics is None or metrics.height == 0:
+        return
+    from regime_assets.core.backtest import headline
+
+    b = spec.backtest
+    head = headline(metrics)
+    order = {"candidate": 0, "model": 1, "arm": 2, "baseline": 3, "benchmark": 4}
+    head = head.sort(pl.col("kind").replace_strict(order, default=9, return_dtype=pl.Int32), "model")
+    print(f"\nbacktest of the out-of-sample predictions after costs (open {b.open_cost_bps:g} bps, close "
+          f"{b.close_cost_bps:g} bps; long-short top/bottom {b.top_k}, held {b.holding_days or spec.labels.horizon} "
+          f"days; {b.confidence:.0%} block-bootstrap intervals):")
+    print(table_text(head.drop("group"), 40))
+
+
+def has_promoted(prod: pl.DataFrame | None) -> bool:
+    """A stored production_model row names a promoted version (not an empty table or a 'none' row)."""
+    return prod is not None and prod.height > 0 and "promoted" in prod.columns and bool(
+        prod["promoted"].fill_null(False).any())
+
+
+def print_signals(conn: duckdb.DuckDBPyConnection, spec: Spec) -> None:
+    """Today's top and bottom symbols by score, or why there are none."""
+    prod = read_table(conn, DEFAULT_SCHEMA, "production_model")
+    sig = read_table(conn, DEFAULT_SCHEMA, "signals")
+    if not has_promoted(prod):
+        print("\nno promoted model: no signals")
+        return
+    if sig is None or sig.height == 0:
+        return
+    from regime_assets.core.signals import top_bottom
+
+    k = spec.signals.top
+    top, bottom = top_bottom(sig, k)
+    d = sig.filter(pl.col("date") == sig["date"].max()).row(0, named=True)
+    cols = ["symbol", "score", "rank", "action", "p_buy", "p_sell", "regime"]
+    print(f"\nsignals for {d['date']} ({d['model_name']} {d['model_version']}, VIX {d['vix_source']}): "
+          f"top {k}")
+    print(table_text(top.select(cols)))
+    print(f"bottom {k}")
+    print(table_text(bottom.select(cols)))

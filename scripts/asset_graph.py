@@ -11,7 +11,7 @@ from regime_assets.definitions import build_definitions
 def graph_markdown() -> str:
     defs = build_definitions()
     graph = defs.resolve_asset_graph()
-    order = ["ingest", "regimes", "samples", "training", "evaluation", "monitoring", "automation"]
+    order = ["ingest", "regimes", "samples", "training", "evaluation", "monitoring", "automation", "signals"]
     rows = []
     for key in graph.toposorted_asset_keys:
         node = graph.get(key)

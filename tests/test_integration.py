@@ -19,7 +19,7 @@ def test_definitions_load_and_validate(tiny_defs):
                 "validation_predictions", "regime_evaluation", "segment_evaluation", "walk_forward_evaluation",
                 "walk_forward_predictions", "leave_one_crisis_out_predictions",
                 "promotion_decision", "model_versions", "production_model", "shap_importance", "drift_report",
-                "new_rare_events", "training_runs"}
+                "new_rare_events", "training_runs", "signals"}
     expected |= {f"model_{m}" for m in ("rf", "extra_trees", "gradient_boosting", "xgboost", "lightgbm", "logreg",
                                         "svm", "mlp")}
     assert expected <= keys
@@ -64,6 +64,10 @@ def test_whole_graph_materializes_on_tiny_synthetic(tiny_defs, home):
                   "regime_evaluation", "model_versions", "production_model", "shap_importance", "drift_report",
                   "training_runs", "walk_forward_evaluation"):
             assert t in tables, t
+        # without a promoted model the signals asset is skipped (signals.without_model: skip), the run goes on
+        signals = (pl.DataFrame(conn.sql("select * from signals").to_arrow_table()) if "signals" in tables
+                   else None)
+        last_feature_date = conn.execute("select max(date) from features").fetchall()[0][0]
         ev = pl.DataFrame(conn.sql("select * from regime_evaluation").to_arrow_table())
         prod = pl.DataFrame(conn.sql("select * from production_model").to_arrow_table())
         runs = pl.DataFrame(conn.sql("select * from training_runs").to_arrow_table())
@@ -91,6 +95,12 @@ def test_whole_graph_materializes_on_tiny_synthetic(tiny_defs, home):
         assert prod["promoted"][0] and prod["model_name"][0] == versions["model_name"][0]
     else:
         assert prod["model_name"][0] == "none" and reason.startswith("nothing promoted")
+    assert (signals is not None) == bool(prod["promoted"][0])
+    if prod["promoted"][0]:
+        # today's signals: every symbol on the last date with features, from the promoted model
+        last = signals.filter(pl.col("date") == last_feature_date)
+        assert last.height == 5 and sorted(last["rank"].to_list())[0] == 1
+        assert set(signals["model_version"].to_list()) == {prod["version"][0]}
     assert runs.height == 1 and runs["trigger"][0] == "manual" and runs["status"][0] == "success"
     # a second run, as the drift sensor starts it: the challenger meets a champion now; append-only tables keep
     # their keys and training_runs records the trigger

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from matplotlib import image as mpimg
 
-from regime_assets.core import plots
+from regime_assets.rendering import plots
 from regime_assets.spec import CLASSES, DEFAULT_EVENTS, REGIMES, DriftSpec
 
 PNG_MAGIC = b"\x89PNG"

@@ -47,7 +47,7 @@ def folder_spec(name: str, **kw) -> DataSpec:
 def test_bad_folder_names_file_symbol_row_and_date(name):
     exp = MANIFEST[name]
     with pytest.raises(PriceValidationError) as err:
-        load_source(folder_spec(name), today=TODAY)
+        load_source(folder_spec(name, **exp.get("spec", {})), today=TODAY)
     msg = str(err.value)
     assert f"file {exp['file']}" in msg
     assert f"symbol {exp['symbol']}" in msg
@@ -63,7 +63,8 @@ def test_bad_folder_names_file_symbol_row_and_date(name):
 def test_bad_folders_cover_every_problem():
     expected = {"bad_nan", "bad_inf", "bad_zero", "bad_negative", "bad_duplicate_dates", "bad_unsorted_dates",
                 "bad_missing_column", "bad_misspelled_column", "bad_text_in_close", "bad_empty_file",
-                "bad_path_symbol", "bad_future_dates"}
+                "bad_path_symbol", "bad_future_dates", "bad_mixed_date_formats", "bad_parquet_text_close",
+                "bad_index_gap", "bad_jump"}
     assert expected <= set(BAD)
     for name in BAD:
         assert (DATA / name / MANIFEST[name]["file"]).is_file() or name == "bad_nan"

@@ -25,7 +25,7 @@ from regime_assets.assets.state import production_model as load_production, prod
 from regime_assets.core import model_card as card_core
 from regime_assets.core import registry
 from regime_assets.core import evaluation as ev
-from regime_assets.core import plots
+from regime_assets.rendering import plots
 from regime_assets.assets.walk_forward import (
     PREDICTIONS,
     champion_recipe,

@@ -57,6 +57,12 @@ def ingest_prices(context: AssetExecutionContext, settings: RegimeSettings):
     else:
         index = index.with_columns(pl.lit(None, dtype=pl.Float64).alias("vix_real"))
     sectors = data.sectors
+    jumps = sources.large_jumps(prices, spec.data.max_abs_log_return)
+    if jumps.height:
+        context.log.warning(f"{jumps.height} daily close move(s) beyond |log return| "
+                            f"{spec.data.max_abs_log_return:.3f}: " + "; ".join(
+                                f"symbol {r['symbol']}, date {r['date']}: {r['problem']}"
+                                for r in jumps.head(5).iter_rows(named=True)))
     n_sym = prices["symbol"].n_unique()
     meta = base_meta(prices, spec.spec_hash)
     meta.update({
@@ -64,6 +70,7 @@ def ingest_prices(context: AssetExecutionContext, settings: RegimeSettings):
         "first_date": MetadataValue.text(str(prices["date"].min())),
         "last_date": MetadataValue.text(str(prices["date"].max())),
         "source": MetadataValue.text(spec.data.source),
+        "large_jumps": num(jumps.height),
         "rows_per_symbol": md(prices.group_by("symbol").agg(pl.len().alias("rows"), pl.col("date").min().alias(
             "first"), pl.col("date").max().alias("last")).sort("symbol"), 30),
     })
@@ -78,12 +85,13 @@ def ingest_prices(context: AssetExecutionContext, settings: RegimeSettings):
     })
 
 
-def _check_result(problems: pl.DataFrame, what: str) -> AssetCheckResult:
+def _check_result(problems: pl.DataFrame, what: str,
+                  severity: AssetCheckSeverity = AssetCheckSeverity.ERROR) -> AssetCheckResult:
     ok = problems.height == 0
     meta = {"offending_rows": num(problems.height)}
     if not ok:
         meta["first_offending_rows"] = md(problems, 10)
-    return AssetCheckResult(passed=ok, severity=AssetCheckSeverity.ERROR, metadata=meta,
+    return AssetCheckResult(passed=ok, severity=severity, metadata=meta,
                             description=f"{what}: ok" if ok else f"{what}: {problems.height} offending rows")
 
 
@@ -116,6 +124,15 @@ def prices_no_long_gaps(context, raw_prices: pl.DataFrame) -> AssetCheckResult:
     spec = context.resources.settings.spec
     return _check_result(sources.long_gaps(raw_prices, spec.data.max_gap_days),
                          f"no gap over {spec.data.max_gap_days} days")
+
+
+@asset_check(asset="raw_prices", blocking=False, required_resource_keys={"settings"},
+             description="No daily |log return| of a close beyond data.max_abs_log_return (ln 5): a warning "
+                         "(data.jump_action warn) naming symbol and date; with reject the input never loads.")
+def prices_no_large_jumps(context, raw_prices: pl.DataFrame) -> AssetCheckResult:
+    limit = context.resources.settings.spec.data.max_abs_log_return
+    return _check_result(sources.large_jumps(raw_prices, limit), f"no daily |log return| over {limit:.3f}",
+                         AssetCheckSeverity.WARN)
 
 
 @asset(

@@ -8,7 +8,7 @@ from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, Asset
 from regime_assets.assets._meta import md, num, plot_md
 from regime_assets.assets.state import captured_events, production_model
 from regime_assets.core import archive as archive_core
-from regime_assets.core import plots
+from regime_assets.rendering import plots
 from regime_assets.core.capture import as_event_specs, find_candidate_events
 from regime_assets.core.drift import drift_report as compute_drift
 from regime_assets.core.monitoring import reference_and_current
@@ -144,7 +144,7 @@ def report_replay(instance, home, spec, timeline: pl.DataFrame, seconds: float, 
     on ``instance``, so the UI shows it in the monitoring group."""
     import duckdb
 
-    from regime_assets.core import plots
+    from regime_assets.rendering import plots
     from regime_assets.resources.warehouse import DEFAULT_SCHEMA, warehouse_path, write_table
 
     home.mkdir(parents=True, exist_ok=True)

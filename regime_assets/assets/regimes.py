@@ -5,7 +5,7 @@ import polars as pl
 from dagster import AssetCheckResult, AssetExecutionContext, MetadataValue, Output, asset, asset_check
 
 from regime_assets.assets._meta import base_meta, md, num, plot_md
-from regime_assets.core import plots
+from regime_assets.rendering import plots
 from regime_assets.core.regimes import RULES, label_regimes, regime_shares, regime_shares_by_year
 from regime_assets.resources.settings import RegimeSettings
 from regime_assets.spec import REGIMES

@@ -8,7 +8,7 @@ from dagster import AssetExecutionContext, Failure, MetadataValue, Output, asset
 from regime_assets.assets._meta import base_meta, md, num, plot_md
 from regime_assets.assets.state import captured_events, production_model, recent_labeled
 from regime_assets.core import archive as archive_core
-from regime_assets.core import plots
+from regime_assets.rendering import plots
 from regime_assets.core.features import build_features, feature_catalog
 from regime_assets.core.labels import build_labels
 from regime_assets.core import replay_buffer as replay_core

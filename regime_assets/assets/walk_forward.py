@@ -17,7 +17,7 @@ from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, Metadat
 
 from regime_assets.assets._meta import md, num, plot_md
 from regime_assets.assets.state import production_record
-from regime_assets.core import plots
+from regime_assets.rendering import plots
 from regime_assets.core.splits import to_days
 from regime_assets.core.walk_forward import (
     BASELINES,

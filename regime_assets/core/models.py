@@ -487,8 +487,11 @@ def library_versions() -> dict[str, str]:
     """Versions of python and the numeric/model libraries (``"missing"`` when not installed)."""
     out = {"python": platform.python_version()}
     for p in VERSION_PACKAGES:
-        try:
-            out[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            out[p] = "missing"
+        out[p] = "missing"
+        for dist in (p, f"{p}-cpu"):  # xgboost is installed as the CPU-only build, distribution xgboost-cpu
+            try:
+                out[p] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return out

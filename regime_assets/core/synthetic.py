@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from regime_assets.core.sources.data import SourceData
+
 STATES: tuple[str, ...] = ("calm", "volatile", "crash", "recovery")
 CALM, VOLATILE, CRASH, RECOVERY = range(4)
 SECTORS: tuple[str, ...] = (
@@ -165,8 +167,6 @@ def generate_synthetic(n_symbols: int, years: float, seed: int, start: dt.date =
     prices: symbol, date, close, open, high, low, volume (sorted by symbol, date); index: date, close;
     vix: date, vix; sectors: symbol, sector; states: date, state, episode (the true market episode per date).
     """
-    from regime_assets.core.sources import SourceData
-
     if n_symbols < 1:
         raise ValueError(f"n_symbols must be >= 1 (got {n_symbols})")
     n_days = int(round(years * 252))

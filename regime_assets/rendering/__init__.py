@@ -1,0 +1,1 @@
+"""Presentation: PNG charts for Dagster markdown metadata (matplotlib). Core stays free of it."""

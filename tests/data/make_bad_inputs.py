@@ -131,6 +131,31 @@ def _bad_folders() -> dict[str, dict]:
     manifest["bad_path_symbol"] = {"file": "prices.csv", "symbol": "../x", "row": BAD_ROWS + 1,
                                    "date": str(base["date"][0]), "problem": "symbol name must match"}
 
+    # one file, two date formats: most rows ISO, one MM/DD/YYYY (ambiguous across formats: rejected, not guessed)
+    us = base["date"][K].strftime("%m/%d/%Y")
+    mixed = base.with_columns(pl.col("date").cast(pl.Utf8)).with_columns(
+        pl.when(pl.int_range(pl.len()) == K).then(pl.lit(us)).otherwise(pl.col("date")).alias("date"))
+    per_symbol("bad_mixed_date_formats", mixed, K + 1, us, problem="is not in this file's date format %Y-%m-%d")
+
+    # a typed file whose close column is text: rejected naming file and column, never cast
+    per_symbol("bad_parquet_text_close", base.with_columns(pl.col("close").cast(pl.Utf8)), "column 'close'", None,
+               ext="parquet", column="close", problem="column 'close' has type String, expected numbers")
+
+    # an index file with a month-long gap while both stocks trade every day of it
+    d = _fresh("bad_index_gap")
+    _write_csv(good, d / "ACME.csv")
+    _write_csv(base, d / "ZED.csv")
+    gap = 16  # business days missing from the index after its row K
+    _write_csv(base.filter((pl.int_range(pl.len()) < K) | (pl.int_range(pl.len()) >= K + gap)), d / "index.csv")
+    manifest["bad_index_gap"] = {"file": "index.csv", "symbol": "index", "row": K + 1,
+                                 "date": str(base["date"][K + gap]), "spec": {"index_file": "index.csv"},
+                                 "problem": f"calendar days after the previous row ({base['date'][K - 1]})"}
+
+    # an unadjusted split: the close jumps 1000-fold from one day to the next (rejected when the spec says so)
+    split = base.with_columns(pl.when(pl.int_range(pl.len()) >= K).then(pl.col("close") * 1000).otherwise(
+        pl.col("close")).alias("close"))
+    per_symbol("bad_jump", split, K + 1, date_k, spec={"jump_action": "reject"}, problem="close jumps from")
+
     later = pd.bdate_range("2099-01-02", periods=3).values.astype("datetime64[D]")
     future = pl.concat([base, pl.DataFrame({"date": later, "close": [60.0, 61.0, 62.0]})])
     per_symbol("bad_future_dates", future, BAD_ROWS + 1, "2099-01-02", problem="after today")

@@ -48,10 +48,10 @@ def _tables(home: Path) -> set[str]:
         return {r[0] for r in conn.execute("select table_name from information_schema.tables").fetchall()}
 
 
-def _folder_spec(tmp_path: Path, folder: Path) -> Path:
+def _folder_spec(tmp_path: Path, folder: Path, extra: dict | None = None) -> Path:
     p = tmp_path / "spec.yaml"
     p.write_text(yaml.safe_dump({"name": "bad_input", "data": {"source": "folder", "folder": str(folder),
-                                                               "min_history_days": 20}}))
+                                                               "min_history_days": 20, **(extra or {})}}))
     return p
 
 
@@ -60,7 +60,7 @@ def test_bad_folder_fails_the_graph_at_ingest_and_writes_nothing(name, tmp_path,
     from regime_assets.definitions import build_definitions
 
     exp = MANIFEST[name]
-    defs = build_definitions(spec_path=str(_folder_spec(tmp_path, DATA / name)), home=str(home))
+    defs = build_definitions(spec_path=str(_folder_spec(tmp_path, DATA / name, exp.get("spec"))), home=str(home))
     t0 = time.perf_counter()
     with DagsterInstance.ephemeral() as instance:
         result = defs.resolve_job_def("materialize_all").execute_in_process(instance=instance, raise_on_error=False)
@@ -120,8 +120,11 @@ WRONG_TYPES = {
     "list close": (BASE.with_columns(pl.concat_list("close")), "column 'close' has type List"),
     "struct close": (BASE.with_columns(pl.struct("close").alias("close")), "column 'close' has type Struct"),
     "boolean volume": (BASE.with_columns((pl.col("close") > 3).alias("volume")), "column 'volume' has type Boolean"),
-    "text volume": (BASE.with_columns(pl.lit("lots").alias("volume")), "row 1, date 2021-01-04: volume 'lots' is not"),
-    "epoch-day dates": (BASE.with_columns(pl.col("date").dt.epoch("d")), "row 1, date 18631: date '18631' is not a date"),
+    "text volume": (BASE.with_columns(pl.lit("lots").alias("volume")), "column 'volume' has type String, expected "
+                                                                       "numbers (a typed Parquet file"),
+    "text close": (BASE.with_columns(pl.col("close").cast(pl.Utf8)), "column 'close' has type String"),
+    "epoch-day dates": (BASE.with_columns(pl.col("date").dt.epoch("d")), "column 'date' has type Int32, expected Date"),
+    "text dates": (BASE.with_columns(pl.col("date").cast(pl.Utf8)), "column 'date' has type String, expected Date"),
     "no date column": (BASE.drop("date"), "header row: missing column 'date'"),
     "no close column": (BASE.drop("close").with_columns(pl.lit(1.0).alias("open")),
                         "header row: missing column 'close'"),
@@ -172,3 +175,32 @@ def test_validate_prices_wrong_frame_types(change, expected):
     frame = BASE.with_columns(pl.lit("AA").alias("symbol"))
     with pytest.raises(PriceValidationError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         validate_prices(change(frame), {"AA": "aa.csv"}, DataSpec(min_history_days=5), TODAY)
+
+
+def test_a_daily_jump_warns_by_default_as_an_asset_check_and_in_the_summary(tmp_path, home, capsys):
+    """bad_jump under the default data.jump_action (warn): ingest succeeds, the raw_prices check
+    prices_no_large_jumps fails with severity WARN naming symbol and date, and the summary shows it."""
+    from dagster import AssetCheckSeverity, AssetSelection
+
+    from regime_assets.definitions import build_definitions
+    from regime_assets.spec import load_spec
+    from regime_assets.summary import print_summary
+
+    exp = MANIFEST["bad_jump"]
+    spec_path = _folder_spec(tmp_path, DATA / "bad_jump")
+    defs = build_definitions(spec_path=str(spec_path), home=str(home))
+    keys = AssetSelection.groups("ingest").resolve(defs.resolve_asset_graph())
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys)
+    with DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    jump = checks["prices_no_large_jumps"]
+    assert not jump.passed and jump.severity == AssetCheckSeverity.WARN
+    shown = jump.metadata["first_offending_rows"].value
+    assert exp["symbol"] in shown and exp["date"] in shown and "close jumps from" in shown, shown
+    assert checks["prices_no_long_gaps"].passed
+    print_summary(defs, home, load_spec(str(spec_path)), result, 1.0)
+    out = capsys.readouterr().out
+    assert "input warnings: 1 daily close move(s) beyond |log return| 1.609" in out, out
+    assert f"{exp['symbol']}" in out and exp["date"] in out and "close jumps from" in out, out

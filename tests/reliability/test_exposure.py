@@ -12,7 +12,7 @@ def _ui_argv(monkeypatch, tmp_path, *extra: str) -> list[str]:
     import regime_assets.cli as cli
 
     calls = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, *a, **k: calls.append(list(cmd)) or 0)
+    monkeypatch.setattr(cli, "run_process_group", lambda cmd, *a, **k: calls.append(list(cmd)) or 0)
     for var in ("DAGSTER_HOME", "REGIME_ASSETS_SPEC", "REGIME_ASSETS_HOME"):
         monkeypatch.setenv(var, "")  # the CLI sets them for its child; restored after the test
         monkeypatch.delenv(var)

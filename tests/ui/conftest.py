@@ -1,5 +1,7 @@
 """A real `dagster dev` on 127.0.0.1 (free port, temporary DAGSTER_HOME and results home, the tiny synthetic spec)
-and a headless Chromium driven by Playwright. The server is shut down on every outcome."""
+and a headless Chromium driven by Playwright. The server is shut down on every outcome. Chromium is Debian's
+package, installed with apt-get where it is missing (tests/_system.py); where it cannot be had the browser tests
+fail with one line that says what to install."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from _system import ensure_program
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_SPEC = ROOT / "tests" / "specs" / "tiny.yaml"
@@ -97,11 +101,16 @@ def dagster_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def browser():
+def chromium() -> str:
+    return ensure_program("chromium", "chromium", (CHROMIUM,))
+
+
+@pytest.fixture(scope="session")
+def browser(chromium):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+        b = p.chromium.launch(executable_path=chromium, headless=True,
                               args=["--no-sandbox", "--headless", "--disable-gpu",
                                     "--disable-background-networking"])
         try:
