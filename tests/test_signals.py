@@ -120,7 +120,7 @@ def _settings(home, tiny_spec_path) -> RegimeSettings:
 
 def test_signals_asset_fails_clearly_without_a_promoted_model(home, tiny_spec_path, market):
     _, feats, regimes, ctx, _ = market
-    settings = _settings(home, tiny_spec_path)
+    settings = _settings(home, tmp_spec_with(tiny_spec_path, home, {"signals": {"without_model": "fail"}}))
     with pytest.raises(Failure) as err:
         list(signal_assets.signals(build_asset_context(), settings=settings, features=feats, regime_labels=regimes,
                                    market_context=ctx))
