@@ -11,150 +11,26 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-from regime_assets.resources.warehouse import HOME_ENV, default_home
+# the home (results folder, Dagster instance, dead runs) lives in regime_assets.home; these names stay importable
+# from here
+from regime_assets.home.instance import (  # noqa: F401
+    _OLD_INSTANCE_YAMLS,
+    INSTANCE_YAML,
+    instance_yaml,
+    prepare_environment,
+)
+from regime_assets.home.instance import instance_lock as _instance_lock  # noqa: F401
+from regime_assets.home.paths import HOME_ENV
+from regime_assets.home.runs import HOST_TAG, PID_TAG, process_tags, reclaim_dead_runs  # noqa: F401
 from regime_assets.spec import SPEC_ENV, SpecError, dump_spec, load_spec
-
-INSTANCE_YAML = """# Dagster instance for regime_assets (written by `regime-assets`; edit freely).
-run_monitoring:
-  enabled: true
-  poll_interval_seconds: 30
-concurrency:
-  pools:
-    default_limit: 1
-# Dagster's SQLite event log (its default place), with pool-slot claims serialised across processes
-event_log_storage:
-  module: regime_assets.instance_storage
-  class: PoolSafeSqliteEventLogStorage
-  config:
-    base_dir: {event_log_dir}
-telemetry:
-  enabled: false
-"""
-# what homes created before the pool-safe storage hold: replaced by INSTANCE_YAML when found unedited
-_OLD_INSTANCE_YAMLS = ("""# Dagster instance for regime_assets (written by `regime-assets`; edit freely).
-run_monitoring:
-  enabled: true
-  poll_interval_seconds: 30
-concurrency:
-  pools:
-    default_limit: 1
-telemetry:
-  enabled: false
-""",)
-
-
-def instance_yaml(dagster_home: Path) -> str:
-    """The dagster.yaml of a new home (event logs where Dagster's default SQLite storage keeps them)."""
-    event_log_dir = Path(dagster_home).resolve() / "history" / "runs"
-    return INSTANCE_YAML.replace("{event_log_dir}", json.dumps(str(event_log_dir)))
-
-
-def prepare_environment(spec: str | None, home: str | None) -> tuple[Path, Path]:
-    """Set REGIME_ASSETS_SPEC / REGIME_ASSETS_HOME / DAGSTER_HOME for this process and its children."""
-    if spec:
-        os.environ[SPEC_ENV] = str(Path(spec).resolve())
-    if home:
-        os.environ[HOME_ENV] = str(Path(home).resolve())
-    home_path = default_home()
-    home_path.mkdir(parents=True, exist_ok=True)
-    os.environ[HOME_ENV] = str(home_path)
-    dagster_home = Path(os.environ.get("DAGSTER_HOME") or home_path / "dagster").resolve()
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    cfg = dagster_home / "dagster.yaml"
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
-    with _instance_lock(dagster_home):
-        if not cfg.exists() or cfg.read_text() in _OLD_INSTANCE_YAMLS:
-            cfg.write_text(instance_yaml(dagster_home))
-        from dagster import DagsterInstance
-
-        with DagsterInstance.get():  # opening creates and migrates the instance's SQLite storage
-            pass
-    return home_path, dagster_home
-
-
-@contextmanager
-def _instance_lock(dagster_home: Path):
-    """Exclusive lock while the instance config and storage are created: two processes starting on a fresh home
-    at once would otherwise both run the storage migrations (two alembic heads: an instance that no command
-    or UI can open again) or read a half-written dagster.yaml."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    with open(dagster_home / ".regime_assets.lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-PID_TAG = "regime_assets/pid"
-HOST_TAG = "regime_assets/host"
-_ACTIVE = ("STARTING", "STARTED", "CANCELING")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
-def reclaim_dead_runs(instance, home: Path | None = None) -> list[str]:
-    """Clean up after runs whose process died (SIGKILL, OOM, power loss) so the next run does not wait forever.
-
-    A run this CLI started carries its host and pid as tags; one that is still STARTING/STARTED/CANCELING while
-    its process on this host is gone is marked failed. Concurrency slots (the ``warehouse`` pool) claimed by runs
-    that are no longer in progress are freed: Dagster frees them only when the step ends, so a killed run would
-    otherwise hold the one slot forever. When no run is left in progress, nothing can be writing the model store,
-    and its incomplete versions and temporary files are removed (``ModelStore.cleanup_incomplete``). Returns the
-    ids of the runs marked failed."""
-    from dagster import DagsterRunStatus, RunsFilter
-
-    active = [DagsterRunStatus[s] for s in _ACTIVE]
-    host = socket.gethostname()
-    dead: list[str] = []
-    for rec in instance.get_run_records(filters=RunsFilter(statuses=active)):
-        run = rec.dagster_run
-        pid = run.tags.get(PID_TAG)
-        if run.tags.get(HOST_TAG) != host or not (pid or "").isdigit() or _pid_alive(int(pid)):
-            continue
-        instance.report_run_failed(run, f"run process {pid} on {host} is gone (killed or crashed); marked failed "
-                                        "by regime-assets before the next run")
-        dead.append(run.run_id)
-    storage = instance.event_log_storage
-    if storage.supports_global_concurrency_limits:
-        holders = set(storage.get_concurrency_run_ids())
-        for pool in storage.get_concurrency_keys():
-            holders |= {c.run_id for c in storage.get_concurrency_info(pool).claimed_slots}
-        still = {r.dagster_run.run_id for r in instance.get_run_records(
-            filters=RunsFilter(run_ids=sorted(holders), statuses=active))} if holders else set()
-        for run_id in sorted(holders - still):
-            storage.free_concurrency_slots_for_run(run_id)
-    for run_id in dead:
-        print(f"note: run {run_id} was left running by a process that is gone: marked failed, its warehouse "
-              "slot freed", file=sys.stderr)
-    if home is not None and not instance.get_run_records(filters=RunsFilter(statuses=active), limit=1):
-        from regime_assets.core.model_store import ModelStore
-
-        ModelStore(Path(home) / "models").cleanup_incomplete()
-    return dead
-
 
 def _fail(msg: str) -> int:
     print(f"error: {msg}", file=sys.stderr)
@@ -190,7 +66,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys)
     reclaim_dead_runs(instance, home)
     t0 = time.perf_counter()
-    tags = {"regime_assets/trigger": "manual", PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    tags = {"regime_assets/trigger": "manual", **process_tags()}
     try:
         result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags)
     except SpecError as err:

@@ -2,23 +2,42 @@
 
 The spec is read when the definitions load ($REGIME_ASSETS_SPEC, else the packaged spec.yaml) because the
 model list in the spec decides which model assets exist.
+
+The executor is in-process unless $REGIME_ASSETS_EXECUTOR says ``multiprocess`` (Dagster's
+``multiprocess_executor``: one process per step, ``max_concurrent`` from the run config, default the CPU count):
+then the model assets, which hold no pool slot, train side by side.
 """
 
 from __future__ import annotations
 
 import os
 
-from dagster import Definitions, in_process_executor, load_asset_checks_from_modules
+from dagster import Definitions, ExecutorDefinition, in_process_executor, load_asset_checks_from_modules, \
+    multiprocess_executor
 
 from regime_assets.assets import evaluation, ingest, monitoring, regimes, runs, samples, signals, training
+from regime_assets.home.paths import default_home, warehouse_path
 from regime_assets.resources.settings import RegimeSettings
-from regime_assets.resources.warehouse import WarehouseIOManager, default_home, warehouse_path
+from regime_assets.resources.warehouse import WarehouseIOManager
 from regime_assets.sensors.automation import build_jobs, build_schedules, build_sensors
 from regime_assets.spec import SPEC_ENV, load_spec
 
+EXECUTOR_ENV = "REGIME_ASSETS_EXECUTOR"
+EXECUTORS: dict[str, ExecutorDefinition] = {"in_process": in_process_executor, "multiprocess": multiprocess_executor}
 
-def build_definitions(spec_path: str | None = None, home: str | None = None) -> Definitions:
+
+def executor_from_env(name: str | None = None) -> ExecutorDefinition:
+    """``name`` (else $REGIME_ASSETS_EXECUTOR, else in_process) as an executor definition."""
+    name = (name or os.environ.get(EXECUTOR_ENV) or "in_process").strip().replace("-", "_")
+    if name not in EXECUTORS:
+        raise ValueError(f"{EXECUTOR_ENV}={name!r}: expected one of {', '.join(EXECUTORS)}")
+    return EXECUTORS[name]
+
+
+def build_definitions(spec_path: str | None = None, home: str | None = None, executor: str | None = None
+                      ) -> Definitions:
     spec_path = spec_path or os.environ.get(SPEC_ENV)
+    executor_def = executor_from_env(executor)
     spec = load_spec(spec_path)
     home_path = default_home() if home is None else __import__("pathlib").Path(home).resolve()
     settings = RegimeSettings(spec_path=spec_path, home=str(home_path))
@@ -35,7 +54,7 @@ def build_definitions(spec_path: str | None = None, home: str | None = None) -> 
     ]
     assets += signals.signals_assets(assets)  # signal_backtest joins once walk_forward_predictions exists
     checks = load_asset_checks_from_modules([ingest, regimes, samples, evaluation])
-    materialize_all, retrain, monitoring_job = build_jobs(spec)
+    materialize_all, retrain, monitoring_job = build_jobs(spec, executor_def)
     schedules = build_schedules(spec, retrain, monitoring_job)
     sensors = build_sensors(spec, retrain, runs.failure_recorder(settings), [retrain, materialize_all])
     home_path.mkdir(parents=True, exist_ok=True)
@@ -49,7 +68,7 @@ def build_definitions(spec_path: str | None = None, home: str | None = None) -> 
             "settings": settings,
             "io_manager": WarehouseIOManager(database=str(warehouse_path(home_path))),
         },
-        executor=in_process_executor,
+        executor=executor_def,
     )
 
 

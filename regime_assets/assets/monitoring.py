@@ -142,13 +142,11 @@ replay_timeline = AssetSpec(
 def report_replay(instance, home, spec, timeline: pl.DataFrame, seconds: float, start, end, every: str) -> None:
     """Store a replay's timeline as the ``replay_timeline`` table and report its materialization (with the plot)
     on ``instance``, so the UI shows it in the monitoring group."""
-    import duckdb
-
     from regime_assets.rendering import plots
-    from regime_assets.resources.warehouse import DEFAULT_SCHEMA, warehouse_path, write_table
+    from regime_assets.resources.warehouse import DEFAULT_SCHEMA, locked_connection, warehouse_path, write_table
 
     home.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(warehouse_path(home))) as conn:
+    with locked_connection(warehouse_path(home)) as conn:
         write_table(conn, DEFAULT_SCHEMA, "replay_timeline", timeline)
     caps = [c for c in timeline["captured_event"].to_list() if c]
     retrains = timeline.filter(pl.col("retrain"))

@@ -1,24 +1,26 @@
-"""The one settings resource: which spec, which home (warehouse file + model store)."""
+"""The one settings resource: which spec, which home (warehouse file + model store); where they are is decided in
+``regime_assets.home``."""
 
 
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import duckdb
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
 from regime_assets.core.model_store import ModelStore
-from regime_assets.resources.warehouse import default_home, warehouse_path
+from regime_assets.home.paths import default_home, models_root, warehouse_path
+from regime_assets.resources.warehouse import locked_connection
 from regime_assets.spec import Spec, load_spec
 
 
 class RegimeSettings(ConfigurableResource):
-    """Spec path (None: $REGIME_ASSETS_SPEC or the packaged default) and home folder (None: default_home())."""
+    """Spec path (None: $REGIME_ASSETS_SPEC or the packaged default), home folder (None: default_home()) and the
+    model store's root (None: $REGIME_ASSETS_MODEL_STORE or <home>/models; a folder or an s3:// / gs:// URL)."""
 
     spec_path: str | None = None
     home: str | None = None
+    model_store_root: str | None = None
 
     _spec: Spec | None = PrivateAttr(default=None)
 
@@ -39,8 +41,8 @@ class RegimeSettings(ConfigurableResource):
         return warehouse_path(self.home_path)
 
     @property
-    def models_root(self) -> Path:
-        return self.home_path / "models"
+    def models_root(self) -> str:
+        return models_root(self.home_path, self.model_store_root)
 
     @property
     def model_store(self) -> ModelStore:
@@ -48,20 +50,6 @@ class RegimeSettings(ConfigurableResource):
 
     @contextmanager
     def connect(self, read_only: bool = False, retries: int = 20):
-        """A DuckDB connection to the warehouse, retried while another process holds the write lock."""
-        delay = 0.2
-        for attempt in range(retries):
-            try:
-                conn = duckdb.connect(str(self.database), read_only=read_only)
-                break
-            except duckdb.IOException as err:
-                if attempt == retries - 1:
-                    raise RuntimeError(
-                        f"the warehouse {self.database} is locked by another process (another run is writing); "
-                        f"tried {retries} times: {err}") from err
-                time.sleep(delay)
-                delay = min(delay * 1.5, 5.0)
-        try:
+        """A DuckDB connection to the warehouse under its cross-process file lock (see ``warehouse_lock``)."""
+        with locked_connection(self.database, read_only=read_only, retries=retries) as conn:
             yield conn
-        finally:
-            conn.close()

@@ -9,13 +9,20 @@
   transaction only where their key is not stored yet, so re-materializing adds nothing and history is never
   rewritten.
 
+Every load and store holds an exclusive, cross-process file lock (``warehouse_lock``: ``flock`` on
+``<database>.lock``) for the life of its DuckDB connection. DuckDB lets one process at a time open the file, so
+steps running in several processes (the multiprocess executor, two runs at once) take turns at the file itself,
+whatever the concurrency pools say: an asset whose computation does not touch the file (a model fit) needs no
+pool slot, and its load and store still never overlap another process's.
+
 Polars and pandas frames are both accepted; inputs load as polars unless annotated as pandas.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,24 +34,89 @@ from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, Tabl
 from dagster_duckdb import DuckDBIOManager
 from dagster_duckdb.io_manager import DuckDbClient
 
-HOME_ENV = "REGIME_ASSETS_HOME"
+from regime_assets.home.paths import HOME_ENV, default_home, warehouse_path  # noqa: F401 (kept importable here)
+
 APPEND_KEY = "append_only_key"
 DEFAULT_SCHEMA = "main"
+LOCK_SUFFIX = ".lock"
 
 
-def default_home() -> Path:
-    """$REGIME_ASSETS_HOME, else `.regime_assets/` in the project (the folder with pyproject.toml), else cwd."""
-    env = os.environ.get(HOME_ENV)
-    if env:
-        return Path(env).expanduser().resolve()
-    project = Path(__file__).resolve().parents[2]
-    if (project / "pyproject.toml").exists():
-        return project / ".regime_assets"
-    return Path.cwd() / ".regime_assets"
+class _FileLock:
+    """An exclusive flock on one file, re-entrant within a process (threads wait for each other)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.guard = threading.RLock()
+        self.depth = 0
+        self.fh = None
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        import fcntl
+
+        with self.guard:
+            if self.depth == 0:
+                self.fh = open(self.path, "a")  # noqa: SIM115 - closed when the outermost hold ends
+                try:
+                    fcntl.flock(self.fh, fcntl.LOCK_EX)
+                except BaseException:
+                    self.fh.close()
+                    raise
+            self.depth += 1
+            try:
+                yield
+            finally:
+                self.depth -= 1
+                if self.depth == 0:
+                    fcntl.flock(self.fh, fcntl.LOCK_UN)
+                    self.fh.close()
+                    self.fh = None
 
 
-def warehouse_path(home: Path | str) -> Path:
-    return Path(home) / "warehouse.duckdb"
+_LOCKS: dict[str, _FileLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _is_file(database: str) -> bool:
+    return database not in ("", ":memory:") and not database.startswith(("md:", "motherduck:"))
+
+
+@contextmanager
+def warehouse_lock(database: str | Path) -> Iterator[None]:
+    """Hold the warehouse file's cross-process lock (``<database>.lock``); nothing for a non-file database."""
+    database = str(database)
+    if not _is_file(database):
+        yield
+        return
+    path = str(Path(database).resolve()) + LOCK_SUFFIX
+    with _LOCKS_GUARD:
+        lock = _LOCKS.setdefault(path, _FileLock(path))
+    with lock.hold():
+        yield
+
+
+@contextmanager
+def locked_connection(database: str | Path, read_only: bool = False, config: dict | None = None,
+                      retries: int = 20) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB connection opened and closed under ``warehouse_lock``; opening is retried while a process that
+    does not take the lock (a notebook, the duckdb shell) holds the file."""
+    with warehouse_lock(database):
+        delay = 0.2
+        for attempt in range(retries):
+            try:
+                conn = duckdb.connect(str(database), read_only=read_only, config=config or {})
+                break
+            except duckdb.IOException as err:
+                if attempt == retries - 1:
+                    raise RuntimeError(
+                        f"the warehouse {database} is locked by another process (another run is writing); "
+                        f"tried {retries} times: {err}") from err
+                time.sleep(delay)
+                delay = min(delay * 1.5, 5.0)
+        try:
+            yield conn
+        finally:
+            conn.close()
 
 
 DUCKDB_MEMORY_LIMIT = "3GB"
@@ -148,7 +220,8 @@ class PandasHandler(_Handler):
 
 
 class _SafeClient(DuckDbClient):
-    """The stock client deletes a table's rows before the write; ours replaces atomically instead."""
+    """The stock client deletes a table's rows before the write; ours replaces atomically instead, and holds the
+    warehouse's file lock for the life of each connection."""
 
     @staticmethod
     def delete_table_slice(context: OutputContext, table_slice: TableSlice, connection) -> None:
@@ -157,7 +230,8 @@ class _SafeClient(DuckDbClient):
     @staticmethod
     @contextmanager
     def connect(context, _):
-        with DuckDbClient.connect(context, _) as conn:
+        config = {"custom_user_agent": "dagster", **(context.resource_config.get("connection_config") or {})}
+        with locked_connection(context.resource_config["database"], config=config) as conn:
             # DuckDB's own buffers: bounded (it spills to disk beyond), not the default 80 % of the machine's RAM
             conn.execute(f"set memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
             yield conn

@@ -32,21 +32,22 @@ DATA_ASSETS = ["raw_prices", "index_prices", "sectors", "market_context", "regim
                "labeled_samples"]
 
 
-def build_jobs(spec: Spec):
+def build_jobs(spec: Spec, executor_def=in_process_executor):
+    """The three jobs, all on ``executor_def`` (in-process unless the definitions choose another)."""
     run_tags = {"dagster/max_runtime": str(spec.automation.max_runtime_seconds)}
     materialize_all = define_asset_job(
-        "materialize_all", selection=AssetSelection.all(), executor_def=in_process_executor, tags=run_tags,
+        "materialize_all", selection=AssetSelection.all(), executor_def=executor_def, tags=run_tags,
         description="The whole graph: ingest through training, evaluation, promotion, SHAP and monitoring.")
     retrain = define_asset_job(
         "retrain", selection=AssetSelection.all() - AssetSelection.assets(*MONITORING_ASSETS, *RESEARCH_ASSETS),
-        executor_def=in_process_executor, tags=run_tags,
+        executor_def=executor_def, tags=run_tags,
         description="Refresh the data and retrain: ingest through evaluation, promotion and the training-runs log "
                     "(the monitoring assets are left out so a retraining run never re-triggers itself; the "
                     "walk-forward runs here too: the gate decides on it, and unchanged folds come from the fold "
                     "store).")
     monitoring = define_asset_job(
         "monitoring", selection=AssetSelection.assets(*DATA_ASSETS, *MONITORING_ASSETS),
-        executor_def=in_process_executor, tags=run_tags,
+        executor_def=executor_def, tags=run_tags,
         description="Refresh the data, the drift report and new rare events (the sensors act on the results).")
     return materialize_all, retrain, monitoring
 
