@@ -25,6 +25,13 @@ wall time, output rows and the peak RSS while it ran (VmHWM of /proc/self/status
 through /proc/self/clear_refs). The parent prints a table per size and per stage, and the least-squares slope
 of log(time) against log(symbol-days) over the sizes (about 1 = linear), plus seconds per million symbol-days.
 
+``--graph`` runs the WHOLE graph instead (job ``materialize_all`` through ``bench/end_to_end.py`` in a fresh
+subprocess and home per size, the spec's ``data`` section replaced as above): wall time, the slowest steps and
+the peak RSS of the process (ru_maxrss and the RSS sampled every 50 ms), with the same RSS watchdog (the parent
+polls the child's VmRSS every second):
+
+    uv run python bench/scale.py --graph --sizes 500 --years 30 --max-rss-gb 12 --json bench/out/scale_graph.json
+
 A watchdog stops a child whose RSS passes ``--max-rss-gb`` (default 12) and the parent reports the stage it was
 in, with the peaks of the stages before it; a child killed from outside (OOM killer) is reported the same way.
 """
@@ -362,6 +369,95 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+def _vmrss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_graph(n: int, years: float, args) -> dict:
+    """materialize_all on the synthetic market of ``n`` symbols x ``years`` in a fresh home (a subprocess)."""
+    import yaml
+
+    from regime_assets.spec import load_spec
+
+    spec = load_spec(args.spec).resolved()
+    spec["data"].update({"source": "synthetic", "synthetic_symbols": n, "synthetic_years": years, "symbols": None,
+                         "start": None, "end": None})
+    with tempfile.TemporaryDirectory(prefix="regime_bench_graph_") as tmp:
+        sp, out, home = Path(tmp) / "spec.yaml", Path(tmp) / "e2e.json", Path(tmp) / "home"
+        sp.write_text(yaml.safe_dump(spec, sort_keys=False))
+        cmd = [sys.executable, str(Path(__file__).resolve().with_name("end_to_end.py")), "--spec", str(sp),
+               "--home", str(home), "--json", str(out), "--verbose"]
+        env = {k: v for k, v in os.environ.items() if k != "REGIME_ASSETS_SPEC"}
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        peak, killed = 0.0, None
+        import threading
+
+        lines: list[str] = []
+        step = {"name": None, "peaks": {}}
+
+        def read():
+            for ln in proc.stdout:
+                if "STEP_START" in ln:
+                    parts = [x.strip() for x in ln.split(" - ")]
+                    prev = step["name"]
+                    step["name"] = parts[parts.index("STEP_START") - 1] if "STEP_START" in parts else ln[-80:]
+                    done = f" (previous step {prev}: peak {step['peaks'].get(prev, 0):,.0f} MiB)" if prev else ""
+                    print(f"  [{time.perf_counter() - t0:7.1f} s] {step['name']}{done}", flush=True)
+                lines.append(ln)
+                del lines[:-50]
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        while proc.poll() is None:
+            rss = _vmrss_mib(proc.pid)
+            peak = max(peak, rss)
+            if step["name"]:
+                step["peaks"][step["name"]] = max(step["peaks"].get(step["name"], 0.0), rss)
+            if args.max_rss_gb and rss > args.max_rss_gb * 1024:
+                killed = (f"stopped by the watchdog at {rss:,.0f} MiB > --max-rss-gb {args.max_rss_gb} "
+                          f"in step {step['name']}")
+                proc.kill()
+            if args.timeout and time.perf_counter() - t0 > args.timeout:
+                killed = f"timed out after {args.timeout} s"
+                proc.kill()
+            time.sleep(1.0)
+        reader.join(timeout=5)
+        wall = time.perf_counter() - t0
+        res = json.loads(out.read_text()) if out.exists() else None
+    r = {"symbols": n, "years": years, "process_wall_s": wall, "returncode": proc.returncode,
+         "polled_peak_rss_mib": peak, "status": "ok" if res and res.get("success") else "failed",
+         "error": killed or (None if res and res.get("success") else "".join(lines[-5:])[-2000:]),
+         "polled_peak_rss_by_step_mib": step["peaks"]}
+    if res:
+        t = res["totals"]
+        steps = sorted((s for s in res["steps"] if s.get("wall_s") is not None), key=lambda s: -s["wall_s"])
+        r.update({"run_wall_s": t["run_wall_s"], "total_wall_s": t["total_wall_s"],
+                  "peak_rss_self_mib": t["peak_rss_self_mib"], "peak_rss_sampled_mib": t["peak_rss_sampled_total_mib"],
+                  "symbol_days": res["rows"].get("raw_prices"),
+                  "slowest_steps": [{"step": s["step"], "wall_s": s["wall_s"], "peak_rss_mib": s.get("peak_rss_mib")}
+                                    for s in steps[:8]], "failure": res.get("failure")})
+    return r
+
+
+def graph_markdown(runs: list[dict]) -> str:
+    lines = ["| symbols | years | symbol-days | status | run wall s | total wall s (with definitions) | "
+             "peak RSS MiB (ru_maxrss) | peak RSS MiB (sampled) | slowest steps (s) |", "|---:|---:|---:|---|---:|---:|---:|---:|---|"]
+    for r in runs:
+        slow = ", ".join(f"{s['step']} {s['wall_s']:.0f}" for s in r.get("slowest_steps", [])[:5])
+        lines.append(f"| {r['symbols']} | {r['years']:g} | {r.get('symbol_days') or 0:,} | "
+                     f"{r['status'] if r['status'] == 'ok' else 'failed: ' + str(r['error'])[:200]} | "
+                     f"{_f(r.get('run_wall_s'), 1)} | {_f(r.get('total_wall_s'), 1)} | "
+                     f"{_f(r.get('peak_rss_self_mib'), 0)} | {_f(r.get('peak_rss_sampled_mib'), 0)} | {slow} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated symbol counts")
@@ -372,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="stop a child whose RSS passes this (0 = no limit); default 12, twice the 6 GB target")
     ap.add_argument("--timeout", type=float, default=0, help="seconds per size (0 = none)")
     ap.add_argument("--json", help="write the figures to this JSON file")
+    ap.add_argument("--graph", action="store_true", help="run the whole graph (materialize_all) per size")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child mode: one size
     ap.add_argument("--progress", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -384,6 +481,21 @@ def main(argv: list[str] | None = None) -> int:
         return rc
 
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
+    if args.graph:
+        runs = []
+        for n in sizes:
+            print(f"whole graph: {n} symbols x {args.years:g} years ...", flush=True)
+            runs.append(run_graph(n, args.years, args))
+            print(graph_markdown(runs[-1:]), flush=True)
+        res = {"mode": "graph", "sizes": sizes, "years": args.years, "spec": args.spec or "packaged default",
+               "max_rss_gb": args.max_rss_gb, "runs": runs, "machine": machine()}
+        print()
+        print(graph_markdown(runs))
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+            print(f"wrote {args.json}")
+        return 0 if all(r["status"] == "ok" for r in runs) else 1
     runs = []
     for n in sizes:
         print(f"running {n} symbols x {args.years:g} years ...", flush=True)

@@ -327,7 +327,8 @@ class WalkForwardSpec(_Strict):
     n_estimators: int = Field(default=100, ge=10, description="Boosting rounds for backtest fits (kept small).")
     leave_one_crisis_out: bool = True
     meta_models: list[str] = Field(default=["lightgbm", "logreg"],
-                                   description="Models of the backtest meta learner (fitted for the 'full' arm).")
+                                   description="Kept for older specs: the walk-forward meta-learner is the "
+                                               "production one (every enabled model).")
     model_params: dict[str, dict[str, Any]] = Field(
         default={"lightgbm": {"num_leaves": 7, "max_bin": 15, "min_child_samples": 300, "colsample_bytree": 0.2,
                               "subsample": 0.3, "force_col_wise": True, "bin_construct_sample_cnt": 5000},
@@ -335,8 +336,29 @@ class WalkForwardSpec(_Strict):
         description="Per-model parameter overrides for backtest fits (applied after n_estimators): small, strongly "
                     "regularised trees and a capped logistic regression, so the backtest fits in about a minute on 2 cores.")
     min_train_rows: int = Field(default=1000, ge=1, description="A fold with fewer labelled training rows is skipped.")
-    n_jobs: int = Field(default=2, ge=1, description="Folds fitted in parallel threads (every fit single-threaded).")
+    n_jobs: int = Field(default=2, ge=1, description="Kept for older specs; folds run one after another (each "
+                                                     "fold's replay buffer comes from the previous fold).")
     seed: int = Field(default=42, description="Seed of the per-fold draw of at most max_train_rows rows.")
+    candidate_params: dict[str, dict[str, Any]] = Field(
+        default={"rf": {"n_estimators": 60}, "extra_trees": {"n_estimators": 60}, "xgboost": {"n_estimators": 60},
+                 "lightgbm": {"n_estimators": 60}, "gradient_boosting": {"max_iter": 40},
+                 "logreg": {"max_iter": 200}, "mlp": {"max_iter": 15}, "svm": {"max_iter": 20}},
+        description="Per-model size overrides for the walk-forward fits of the candidates (the production recipe; "
+                    "applied after n_estimators): fewer trees and iterations, the same model otherwise.")
+    candidate_train_rows: int = Field(default=6000, ge=500, description="Balanced training rows per fold for the "
+                                                                        "candidates (production: balance.target_size).")
+    production_arms: list[str] = Field(
+        default=["no_archive"],
+        description="The production recipe with one part removed, compared with the meta-learner: no_archive, "
+                    "no_replay, no_balance, no_weights.")
+    loco_production: bool = Field(default=False, description="Leave-one-crisis-out also fits the production "
+                                                             "candidates (else only the arms and the baselines).")
+    fit_threads: int = Field(default=1, ge=1, description="Threads per walk-forward fit (model n_jobs and the "
+                                                          "BLAS/OpenMP pools): 1 measured fastest on a shared "
+                                                          "2-core machine.")
+    fold_store: bool = Field(default=True, description="Keep fold results under the home (folds/) keyed by fold "
+                                                       "window, rows hash and recipe hash; unchanged folds are "
+                                                       "never fitted again.")
 
 
 class GateSpec(_Strict):
@@ -345,7 +367,12 @@ class GateSpec(_Strict):
     regime_margin: float = Field(default=0.02, ge=0, le=1, description="Largest allowed loss in any regime.")
     min_regime_rows: int = Field(default=200, ge=1)
     min_samples: int = Field(default=1000, ge=1)
-    bootstrap_reps: int = Field(default=200, ge=20)
+    bootstrap_reps: int = Field(default=1000, ge=20)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Level of the gate's paired intervals "
+                                                                      "(Bonferroni-adjusted for a best-of-K choice).")
+    max_log_loss_excess: float = Field(default=0.0, ge=0, description="Rule (b): the challenger's walk-forward "
+                                                                      "log-loss may exceed the regime prior's by "
+                                                                      "at most this much overall.")
 
 
 class ShapSpec(_Strict):
@@ -442,7 +469,7 @@ class SignalSpec(_Strict):
     sell_threshold: float = Field(default=0.10, ge=0, le=1, description="Score at or below minus this: sell.")
     top: int = Field(default=5, ge=1, description="Top and bottom symbols the summary and the CLI show.")
     without_model: Literal["fail", "skip"] = Field(
-        default="fail", description="No promoted model: fail the asset with the reason, or skip it (no table, the "
+        default="skip", description="No promoted model: fail the asset with the reason, or skip it (no table, the "
                                     "run goes on; for a gate that may promote nothing).")
 
 

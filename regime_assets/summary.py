@@ -45,6 +45,31 @@ def asset_rows(result) -> pl.DataFrame:
     return pl.DataFrame(list(rows.values()), schema={"asset": pl.Utf8, "rows": pl.Int64})
 
 
+def walk_forward_table(conn: duckdb.DuckDBPyConnection, name: str,
+                       metrics: tuple[str, ...] = ("log_loss", "balanced_accuracy", "rank_ic")) -> pl.DataFrame | None:
+    """The walk-forward table of candidate ``name`` and both baselines by regime: value [interval] per metric."""
+    ev = read_table(conn, DEFAULT_SCHEMA, "walk_forward_evaluation")
+    if ev is None or "table" not in ev.columns:
+        return None
+    want = [name, "baseline_prior", "baseline_regime_prior"]
+    t = ev.filter((pl.col("table") == "metrics") & (pl.col("year") == "all") & pl.col("model").is_in(want)
+                  & pl.col("metric").is_in(list(metrics)))
+    if t.height == 0:
+        return None
+    cell = (pl.when(pl.col("value").is_null()).then(pl.col("reason"))
+            .when(pl.col("ci_low").is_null()).then(pl.format("{} (no interval)", pl.col("value").round(3)))
+            .otherwise(pl.format("{} [{}, {}]", pl.col("value").round(3), pl.col("ci_low").round(3),
+                                 pl.col("ci_high").round(3))))
+    t = t.with_columns(cell.alias("cell"), pl.format("{} {}", "model", "metric").alias("col"))
+    wide = t.pivot(on="col", index="regime", values="cell")
+    n = t.filter((pl.col("model") == name) & (pl.col("metric") == metrics[0])).select("regime", "n")
+    order = pl.DataFrame({"regime": ["overall", *REGIMES]})
+    full = order.join(n, on="regime", how="left").join(wide, on="regime", how="left").with_columns(
+        pl.col("n").fill_null(0))
+    cols = [f"{m} {mm}" for mm in metrics for m in want if f"{m} {mm}" in full.columns]
+    return full.select(["regime", "n", *cols])
+
+
 NO_ROWS = "no rows of this regime in the validation block"
 BASELINE_NOTE = ("baselines: both predict one class per regime (the majority class, the regime's most frequent\n"
                  "  class), so their balanced accuracy (mean recall of sell, hold, buy) is 1/3 = 0.333 in every regime\n"
@@ -86,7 +111,7 @@ def evaluation_table(ev: pl.DataFrame, model: str) -> pl.DataFrame:
 def production_table(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame | None:
     ev = read_table(conn, DEFAULT_SCHEMA, "regime_evaluation")
     prod = read_table(conn, DEFAULT_SCHEMA, "production_model")
-    if ev is None or prod is None or prod.height == 0:
+    if ev is None or prod is None or prod.height == 0 or prod["model_name"][0] == "none":
         return None
     name = prod["evaluated_as"][0] if "evaluated_as" in prod.columns else "meta_learner"
     if ev.filter(pl.col("model") == name).height == 0:
@@ -176,6 +201,10 @@ def print_summary(defs, home: Path, spec: Spec, result, elapsed: float) -> None:
                   "prices_no_large_jumps):")
             print(table_text(jumps.select("symbol", "date", "problem"), 10))
         prod = production_table(conn)
+        p0 = read_table(conn, DEFAULT_SCHEMA, "production_model")
+        if p0 is not None and p0.height and p0["model_name"][0] == "none":
+            print("\nproduction model: none \u2014 no candidate has beaten the baselines on the walk-forward yet, so "
+                  "nothing was promoted (downstream assets run without a production model)")
         if prod is not None:
             p = read_table(conn, DEFAULT_SCHEMA, "production_model")
             row = p.row(0, named=True)
@@ -188,12 +217,18 @@ def print_summary(defs, home: Path, spec: Spec, result, elapsed: float) -> None:
         if dec is not None and dec.height:
             d = dec.row(0, named=True)
             print(f"\npromotion decision: {promotion_text(d.get('promoted'), d.get('reason'))}")
+        dec = dec if dec is not None and dec.height else None
+        cand = None if dec is None else str(dec["challenger"][0]).removeprefix("model_")
+        wft = walk_forward_table(conn, cand) if cand else None
+        if wft is not None:
+            print(f"\nwalk-forward, out of sample: challenger {cand} and both baselines by regime "
+                  "(95 % block-bootstrap intervals):")
+            print(table_text(wft))
         wf = read_table(conn, DEFAULT_SCHEMA, "walk_forward_evaluation")
-        if wf is not None and wf.height and {"arm_value", "baseline_value", "helps"} <= set(wf.columns):
-            metric = wf["metric"][0].replace("_", " ")
-            print(f"\nwalk-forward arms: {metric} of each arm vs the unweighted arm on the same test rows\n"
-                  "(helps / hurts: the paired block-bootstrap 95 % interval of the difference excludes 0):")
-            print(table_text(arm_verdict_table(wf)))
+        if wf is not None and wf.height and "sentence" in wf.columns and "table" in wf.columns:
+            print("\nwalk-forward arms (paired differences, Holm-adjusted):")
+            for s in wf.filter(pl.col("table") == "arm_difference")["sentence"].drop_nulls().to_list()[:60]:
+                print("  " + s)
         print_backtest(conn, spec)
         print_signals(conn, spec)
 

@@ -120,7 +120,7 @@ def _settings(home, tiny_spec_path) -> RegimeSettings:
 
 def test_signals_asset_fails_clearly_without_a_promoted_model(home, tiny_spec_path, market):
     _, feats, regimes, ctx, _ = market
-    settings = _settings(home, tiny_spec_path)
+    settings = _settings(home, tmp_spec_with(tiny_spec_path, home, {"signals": {"without_model": "fail"}}))
     with pytest.raises(Failure) as err:
         list(signal_assets.signals(build_asset_context(), settings=settings, features=feats, regime_labels=regimes,
                                    market_context=ctx))
@@ -340,8 +340,9 @@ def test_without_a_model_a_run_fails_or_skips_as_the_spec_says(home, tiny_spec_p
         return _registry_row("none", None, promoted=False)
 
     io = WarehouseIOManager(database=str(warehouse_path(home)))
+    strict = tmp_spec_with(tiny_spec_path, home, {"signals": {"without_model": "fail"}})
     failed = materialize([f, r, m, p, signal_assets.signals], raise_on_error=False,
-                         resources={"settings": _settings(home, tiny_spec_path), "io_manager": io})
+                         resources={"settings": _settings(home, strict), "io_manager": io})
     assert not failed.success
     (step,) = [e for e in failed.all_events if e.is_step_failure]
     assert step.step_key == "signals" and "no promoted model: no signals" in str(step.event_specific_data.error)

@@ -26,9 +26,17 @@ from regime_assets.core import model_card as card_core
 from regime_assets.core import registry
 from regime_assets.core import evaluation as ev
 from regime_assets.rendering import plots
-from regime_assets.core.gate import decide_promotion
+from regime_assets.assets.walk_forward import (
+    PREDICTIONS,
+    champion_recipe,
+    fold_store,
+    read_predictions,
+    walk_forward,
+    walk_forward_evaluation,
+)
+from regime_assets.core.gate import decide_promotion, no_candidate_text
 from regime_assets.core.shap_tables import regime_comparison, shap_importance as shap_core
-from regime_assets.core.walk_forward import run_walk_forward
+from regime_assets.core.walk_forward import BASELINES, CHAMPION, META_MODEL, build_recipe
 from regime_assets.resources.settings import RegimeSettings
 from regime_assets.resources.warehouse import APPEND_KEY
 from regime_assets.spec import REGIMES, Spec
@@ -75,7 +83,7 @@ def evaluation_assets(spec: Spec) -> list:
                                      "validation_rows": num(rows.height),
                                      "spec_hash": MetadataValue.text(settings.spec.spec_hash)})
 
-    return [validation_predictions, regime_evaluation, segment_evaluation, walk_forward_evaluation,
+    return [validation_predictions, regime_evaluation, segment_evaluation, walk_forward, walk_forward_evaluation,
             promotion, production_model, shap_importance_factory(spec)]
 
 
@@ -138,38 +146,19 @@ def segment_evaluation(context: AssetExecutionContext, settings: RegimeSettings,
         "meta_learner_by_symbol": md(meta_rows.filter(pl.col("segment_type") == "symbol"), 40)})
 
 
-@asset(group_name=GROUP, owners=OWNERS, kinds={"lightgbm", "duckdb"}, pool="warehouse",
-       description="Backtest over history with the purged, embargoed walk-forward splitter (a test block per "
-                   "year from the spec's start year, retrained each fold): arms unweighted / regime weights / "
-                   "balanced / regime as a feature / without / with the archive, paired differences per regime "
-                   "with intervals and a plain answer; leave-one-crisis-out for the archive's events.")
-def walk_forward_evaluation(context: AssetExecutionContext, settings: RegimeSettings,
-                            labeled_samples: pl.DataFrame, rare_event_archive: pl.DataFrame) -> Output[pl.DataFrame]:
+def _gate_inputs(settings: RegimeSettings, evaluation: pl.DataFrame) -> tuple[str, int]:
+    """(challenger candidate, number of candidates it was chosen from) per ``gate.challenger``."""
     spec = settings.spec
-    res = run_walk_forward(labeled_samples, rare_event_archive, spec)
-    diffs = res.arm_differences
-    sentences = list(res.answer)
-    out = diffs
-    if "sentence" not in diffs.columns:
-        out = diffs.with_columns(pl.Series("sentence", sentences if len(sentences) == diffs.height
-                                           else [None] * diffs.height, dtype=pl.Utf8))
-    meta = {
-        "folds": md(res.folds, 40), "arm_metrics": md(res.arm_metrics, 80),
-        "answer": MetadataValue.md("\n".join(f"- {s}" for s in sentences)),
-        "arms_plot": plot_md(plots.png_markdown(plots.walk_forward_arms_plot(diffs), "walk-forward arms")),
-        "leave_one_crisis_out": md(res.loco, 60),
-        "spec_hash": MetadataValue.text(spec.spec_hash),
-    }
-    for k, v in (getattr(res, "timings", None) or {}).items():
-        meta[f"seconds_{k}"] = num(v)
-    return Output(out, metadata=meta)
-
-
-def _champion_predictions(settings: RegimeSettings, rows: pl.DataFrame) -> tuple[pl.DataFrame | None, dict | None]:
-    rec, model = load_production(settings)
-    if rec is None:
-        return None, None
-    return _predict({"champion": model}, rows), rec
+    if spec.gate.challenger == "meta_learner":
+        return META_MODEL, 1
+    primary = spec.gate.primary_metric
+    names = [m.name for m in spec.enabled_models]
+    o = evaluation.filter((pl.col("table") == "metrics") & (pl.col("regime") == "overall")
+                          & (pl.col("year") == "all") & (pl.col("metric") == primary) & pl.col("model").is_in(names)
+                          & pl.col("value").is_not_null())
+    if o.height == 0:
+        raise RuntimeError(f"gate: no walk-forward {primary} for any of the models {names}")
+    return o.sort("value", descending=primary not in ev.LOWER_IS_BETTER)["model"][0], len(names)
 
 
 def _write_card(settings: RegimeSettings, model_name: str, version: str | None, regime_evaluation: pl.DataFrame,
@@ -185,7 +174,7 @@ def _write_card(settings: RegimeSettings, model_name: str, version: str | None, 
         return None
     ev = regime_evaluation.filter(pl.col("model").is_in([model_name, *card_core.BASELINES]))
     card = card_core.model_card({**info, **extra}, ev, model=model_name, min_rows=settings.spec.gate.min_regime_rows,
-                                decision=decision, evaluation_name="validation block")
+                                decision=decision, evaluation_name="walk-forward (out of sample, purged folds)")
     registry.write_card(store, model_name, version, card)
     return card
 
@@ -193,56 +182,70 @@ def _write_card(settings: RegimeSettings, model_name: str, version: str | None, 
 @multi_asset(
     outs={
         "promotion_decision": AssetOut(group_name=GROUP, owners=OWNERS, kinds=KINDS,
-                                       description="The gate: challenger vs the production model on the same "
-                                                   "validation rows (paired block bootstrap of the primary metric); "
-                                                   "promote only if better overall and within the margin in every "
-                                                   "regime with enough rows."),
+                                       description="The gate on the walk-forward, paired on the same out-of-sample "
+                                                   "rows: promote only if the challenger beats both baselines "
+                                                   "(interval's lower bound above 0, corrected for a best-of-K "
+                                                   "choice), its log-loss is no worse than the regime prior's, it "
+                                                   "beats the champion's recipe and loses no regime with enough "
+                                                   "rows by more than the margin. Nothing promoted is a valid "
+                                                   "outcome; the reason names every rule with its figures."),
         "model_versions": AssetOut(group_name=GROUP, owners=OWNERS, kinds=KINDS, metadata={
             APPEND_KEY: ["model_name", "version"]},
             description="The registry: one row per decided model version (spec hash, data hash, metrics, "
                         "promoted, reason). Append-only; versions are never overwritten."),
     },
-    ins={"meta_learner": AssetIn("meta_learner")},
+    ins={"meta_learner": AssetIn("meta_learner"), "walk_forward_evaluation": AssetIn("walk_forward_evaluation")},
+    deps=[PREDICTIONS],
     name="promotion", pool="warehouse",
 )
-def promotion(context: AssetExecutionContext, settings: RegimeSettings, validation_predictions: pl.DataFrame,
-              regime_evaluation: pl.DataFrame, training_set: pl.DataFrame, meta_learner: pl.DataFrame):
+def promotion(context: AssetExecutionContext, settings: RegimeSettings, training_set: pl.DataFrame,
+              meta_learner: pl.DataFrame, walk_forward_evaluation: pl.DataFrame):
     spec = settings.spec
     primary = spec.gate.primary_metric
-    if spec.gate.challenger == "meta_learner":
-        name = "meta_learner"
-    else:
-        o = regime_evaluation.filter((pl.col("regime") == "overall") & (pl.col("metric") == primary)
-                                     & ~pl.col("model").str.starts_with("baseline")
-                                     & (pl.col("model") != "meta_learner"))
-        name = o.sort("value", descending=primary != "log_loss")["model"][0]
-    challenger = validation_predictions.filter(pl.col("model") == name)
-    rows = training_set.filter(pl.col("split") == "validation").filter(
-        pl.col("label").is_not_null()).sort("symbol", "date")
-    champ, champ_rec = _champion_predictions(settings, rows)
+    name, k = _gate_inputs(settings, walk_forward_evaluation)
+    store = fold_store(settings)
+    champ_rec, _, champ_hash = champion_recipe(settings, store)
+    current = build_recipe(spec, with_arms=False).hashes
+    want = [name, *BASELINES]
+    champ_model = None
+    if champ_rec is not None and champ_hash is not None:
+        cand = str(champ_rec["model_name"]).removeprefix("model_")
+        champ_model = cand if current.get(cand) == champ_hash else CHAMPION
+        want.append(champ_model)
+    preds = read_predictions(settings, list(dict.fromkeys(want)))
+    champ = preds.get(champ_model) if champ_model is not None else None
+    if champ is not None and champ.height == 0:
+        champ = None
+    tie = champ is not None and current.get(name) == champ_hash
     n_train = int((training_set["split"] == "train").sum())
-    # paired on (symbol, date): both frames hold the same validation rows
-    decision = decide_promotion(challenger.drop("model", "row_id"),
-                                None if champ is None else champ.drop("model", "row_id"),
-                                spec.gate, n_train, spec.evaluation)
+    decision = decide_promotion(preds[name], {b: preds[b] for b in BASELINES}, champ, spec.gate, n_train,
+                                spec.evaluation, challenger_name=name, n_candidates=k, tie=tie,
+                                champion_name=None if champ_rec is None else champ_rec["model_name"])
+    if champ_rec is not None and champ is None:
+        decision["reasons"].insert(0, f"champion {champ_rec['model_name']} {champ_rec['version']} has no walk-forward "
+                                      f"predictions (its spec is not in the fold store's recipe index)")
     reason = "; ".join(decision["reasons"])
-    model_name = name
+    if not decision["promote"]:
+        reason = no_candidate_text(decision, name) + " \u2014 " + reason
+    model_name = META_MODEL if name == META_MODEL else f"model_{name}"
     # the version this run stored (the meta-learner record names every base version it combined)
     version = registry.model_version_of(model_name, meta_learner) or settings.model_store.latest(model_name)
     train_rows = training_set.filter(pl.col("split") == "train")
-    val = rows
-    overall = regime_evaluation.filter((pl.col("model") == name) & (pl.col("regime") == "overall"))
+    val = training_set.filter((pl.col("split") == "validation") & pl.col("label").is_not_null())
+    overall = walk_forward_evaluation.filter((pl.col("table") == "metrics") & (pl.col("model") == name)
+                                             & (pl.col("regime") == "overall") & (pl.col("year") == "all"))
     metrics = {r["metric"]: r["value"] for r in overall.iter_rows(named=True)}
     now = dt.datetime.now(dt.UTC)
     decision_row = pl.DataFrame([{
         "challenger": model_name, "challenger_version": version, "primary_metric": primary,
-        "challenger_score": decision["challenger_value"] if decision["challenger_value"] is not None
-        else metrics.get(primary),
+        "challenger_score": decision["challenger_value"],
         "champion": None if champ_rec is None else champ_rec["model_name"],
         "champion_version": None if champ_rec is None else champ_rec["version"],
         "champion_score": decision["champion_value"], "improvement": decision["overall_diff"],
         "ci_low": decision["ci"][0], "ci_high": decision["ci"][1], "promoted": bool(decision["promote"]),
         "reason": reason, "metrics": json.dumps(metrics), "decided_at": now, "n_train": n_train,
+        "candidates": k, "correction": decision["correction"], "tie": decision["tie"],
+        "challenger_recipe": current.get(name), "champion_recipe": champ_hash,
     }])
     registry_row = pl.DataFrame([{
         "model_name": model_name, "version": version, "created_at": now, "spec_hash": spec.spec_hash,
@@ -252,17 +255,24 @@ def promotion(context: AssetExecutionContext, settings: RegimeSettings, validati
         "validation_start": val["date"].min(), "validation_end": val["date"].max(),
         "features": meta_learner["features"][0], "run_id": context.run.run_id,
     }], schema=REGISTRY_SCHEMA)
-    per = decision["per_regime"]
-    card = _write_card(settings, model_name, version, regime_evaluation, {
+    wf_table = (walk_forward_evaluation.filter((pl.col("table") == "metrics") & (pl.col("year") == "all")
+                                               & pl.col("model").is_in([name, *BASELINES]))
+                .with_columns(pl.when(pl.col("model") == name).then(pl.lit(model_name)).otherwise(pl.col("model"))
+                              .alias("model")))
+    card = _write_card(settings, model_name, version, wf_table, {
         "validation_start": str(val["date"].min()), "validation_end": str(val["date"].max())},
         {"promoted": bool(decision["promote"]), "reason": reason})
     yield Output(decision_row, output_name="promotion_decision", metadata={
         "promoted": MetadataValue.bool(bool(decision["promote"])), "reason": MetadataValue.text(reason),
-        "challenger": MetadataValue.text(f"{model_name} {version}"),
+        "rules": md(decision["rules"].select("rule", "passed", "against", "value", "ci_low", "ci_high")),
+        "reasons": MetadataValue.md("\n".join(f"- {r}" for r in decision["reasons"])),
+        "challenger": MetadataValue.text(f"{model_name} {version} (best of {k})" if k > 1 else
+                                         f"{model_name} {version}"),
         "champion": MetadataValue.text("none" if champ_rec is None else
                                        f"{champ_rec['model_name']} {champ_rec['version']}"),
+        "correction": MetadataValue.text(decision["correction"]),
         "primary_metric": MetadataValue.text(primary),
-        "improvement": num(decision["overall_diff"]), "per_regime": md(per),
+        "improvement": num(decision["overall_diff"]), "per_regime": md(decision["per_regime"]),
     })
     yield Output(registry_row, output_name="model_versions", metadata={
         "version": MetadataValue.text(str(version)), "model": MetadataValue.text(model_name),
@@ -272,17 +282,23 @@ def promotion(context: AssetExecutionContext, settings: RegimeSettings, validati
 @asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
        deps=["model_versions"],
        description="The current production model: the registry's latest promoted version (one row), with its "
-                   "training and validation windows; the replay buffer and drift report read it.")
+                   "training and validation windows; the replay buffer and drift report read it. When nothing was "
+                   "ever promoted it is one row with model_name 'none' and the reason.")
 def production_model(context: AssetExecutionContext, settings: RegimeSettings,
                      promotion_decision: pl.DataFrame) -> Output[pl.DataFrame]:
     rec = production_record(settings)
+    d = promotion_decision.row(0, named=True)
     if rec is None:
-        out = pl.DataFrame(schema={**REGISTRY_SCHEMA, "evaluated_as": pl.Utf8})
-        return Output(out, metadata={"model": MetadataValue.text("none promoted yet")})
+        out = pl.DataFrame([{"model_name": "none", "promoted": False,
+                             "reason": f"no production model: {d.get('reason')}", "evaluated_as": "none"}],
+                           schema={**REGISTRY_SCHEMA, "evaluated_as": pl.Utf8})
+        return Output(out, metadata={"model": MetadataValue.text("none: no candidate was ever promoted"),
+                                     "promoted_this_run": MetadataValue.bool(False),
+                                     "reason": MetadataValue.text(str(d.get("reason")))})
     rec = {k: rec.get(k) for k in REGISTRY_SCHEMA}
     rec["features"] = json.dumps(rec["features"]) if isinstance(rec["features"], list) else rec["features"]
-    out = pl.DataFrame([rec], schema=REGISTRY_SCHEMA).with_columns(pl.lit(rec["model_name"]).alias("evaluated_as"))
-    d = promotion_decision.row(0, named=True)
+    evaluated = str(rec["model_name"]).removeprefix("model_")
+    out = pl.DataFrame([rec], schema=REGISTRY_SCHEMA).with_columns(pl.lit(evaluated).alias("evaluated_as"))
     try:
         card = registry.read_card(settings.model_store, rec["model_name"], rec["version"])
     except Exception:  # an older version without a card, or one no longer in the store
@@ -291,6 +307,7 @@ def production_model(context: AssetExecutionContext, settings: RegimeSettings,
         "model_card": MetadataValue.md(card or "_no card stored for this version_"),
         "model": MetadataValue.text(f"{rec['model_name']} {rec['version']}"),
         "promoted_this_run": MetadataValue.bool(bool(d.get("promoted"))),
+        "this_run": MetadataValue.text(str(d.get("reason"))),
         "reason": MetadataValue.text(str(rec["reason"])),
         "spec_hash": MetadataValue.text(str(rec["spec_hash"])),
         "metrics": MetadataValue.json(json.loads(rec["metrics"] or "{}")),

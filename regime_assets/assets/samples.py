@@ -51,7 +51,9 @@ def labeled_samples(context: AssetExecutionContext, settings: RegimeSettings, fe
                     regime_labels: pl.DataFrame, raw_prices: pl.DataFrame) -> Output[pl.DataFrame]:
     spec = settings.spec
     out = build_labels(features, regime_labels, spec.labels, raw_prices)
-    labelled = out.filter(pl.col("label").is_not_null())
+    del features
+    # the metadata from the key columns only: no copy of the wide labelled frame
+    labelled = out.select("date", "regime", "label").filter(pl.col("label").is_not_null())
     dist = (labelled.group_by("regime", "label").len().pivot(on="label", index="regime", values="len")
             .fill_null(0).sort("regime"))
     meta = base_meta(out.select("symbol", "date", "regime", "label", "fwd_return"), spec.spec_hash)

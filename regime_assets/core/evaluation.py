@@ -34,7 +34,20 @@ from regime_assets.spec import CLASSES, REGIMES, EvaluationSpec
 PROBA_COLUMNS: tuple[str, ...] = tuple(f"p_{c}" for c in CLASSES)
 METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss")
 ALL_METRICS: tuple[str, ...] = (*METRICS, "ic")
-LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss"})
+# the one table of metric names and their direction ("higher" or "lower" is better), shared with the walk-forward
+METRIC_DIRECTIONS: dict[str, str] = {
+    "accuracy": "higher", "balanced_accuracy": "higher", "macro_f1": "higher", "log_loss": "lower",
+    "brier": "lower", "ece": "lower", "ic": "higher", "rank_ic": "higher", "ic_ir": "higher",
+    "rank_ic_ir": "higher",
+}
+LOWER_IS_BETTER: frozenset[str] = frozenset(m for m, d in METRIC_DIRECTIONS.items() if d == "lower")
+
+
+def improvement_sign(metric: str) -> float:
+    """+1 when higher is better, -1 when lower is better: ``sign * (b - a)`` > 0 means b is better."""
+    if metric not in METRIC_DIRECTIONS:
+        raise EvaluationError(f"unknown metric '{metric}'; expected one of {list(METRIC_DIRECTIONS)}")
+    return -1.0 if METRIC_DIRECTIONS[metric] == "lower" else 1.0
 OVERALL = "overall"
 BASELINE_MAJORITY = "baseline_majority"
 BASELINE_REGIME_PRIOR = "baseline_regime_prior"

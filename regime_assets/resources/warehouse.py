@@ -119,6 +119,9 @@ def locked_connection(database: str | Path, read_only: bool = False, config: dic
             conn.close()
 
 
+DUCKDB_MEMORY_LIMIT = "3GB"
+
+
 def _qualified(table_slice: TableSlice) -> str:
     return f'"{table_slice.schema}"."{table_slice.table}"'
 
@@ -244,6 +247,8 @@ class _SafeClient(DuckDbClient):
     def connect(context, _):
         config = {"custom_user_agent": "dagster", **(context.resource_config.get("connection_config") or {})}
         with locked_connection(context.resource_config["database"], config=config) as conn:
+            # DuckDB's own buffers: bounded (it spills to disk beyond), not the default 80 % of the machine's RAM
+            conn.execute(f"set memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
             yield conn
 
 

@@ -27,7 +27,7 @@ from regime_assets.spec import Spec
 TRIGGER_TAG = "regime_assets/trigger"
 TRIGGERS = ("schedule", "drift sensor", "new-event sensor", "manual")
 MONITORING_ASSETS = ["drift_report", "new_rare_events"]
-RESEARCH_ASSETS = ["walk_forward_evaluation"]
+RESEARCH_ASSETS: list[str] = []
 DATA_ASSETS = ["raw_prices", "index_prices", "sectors", "market_context", "regime_labels", "features",
                "labeled_samples"]
 
@@ -43,7 +43,8 @@ def build_jobs(spec: Spec, executor_def=in_process_executor):
         executor_def=executor_def, tags=run_tags,
         description="Refresh the data and retrain: ingest through evaluation, promotion and the training-runs log "
                     "(the monitoring assets are left out so a retraining run never re-triggers itself; the "
-                    "walk-forward backtest is research and runs with materialize_all).")
+                    "walk-forward runs here too: the gate decides on it, and unchanged folds come from the fold "
+                    "store).")
     monitoring = define_asset_job(
         "monitoring", selection=AssetSelection.assets(*DATA_ASSETS, *MONITORING_ASSETS),
         executor_def=executor_def, tags=run_tags,
