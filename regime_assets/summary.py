@@ -132,19 +132,27 @@ VERDICT = {"yes": "helps", "no": "hurts", "inconclusive": "inconclusive"}
 
 
 def arm_verdict_table(wf: pl.DataFrame) -> pl.DataFrame:
-    """The walk-forward arms as one table, arm x regime: helps / hurts / inconclusive with the two levels (arm
-    vs the baseline arm) the paired difference is taken of."""
+    """The walk-forward arms as one table, "<arm> vs <comparator>" x regime: helps / hurts / inconclusive (the
+    Holm-adjusted paired verdict) with the two levels the paired difference is taken of, read from the walk-forward
+    evaluation's long table (`arm_difference` rows for the verdicts, `metrics` rows for the levels)."""
+    diff = wf.filter((pl.col("table") == "arm_difference") & (pl.col("year") == "all"))
+    if diff.height == 0:
+        return pl.DataFrame(schema={"arms": pl.Utf8})
+    metric = diff["metric"][0]
+    lv = (wf.filter((pl.col("table") == "metrics") & (pl.col("year") == "all") & (pl.col("metric") == metric))
+          .select("model", "regime", "value"))
+    levels = {(m, r): v for m, r, v in lv.iter_rows()}
     cells: dict[str, dict[str, str]] = {}
-    for r in wf.iter_rows(named=True):  # one row per arm x model x regime: a few dozen
-        arm = r["arm"] if r["model"] == r["baseline_model"] else f"{r['arm']} ({r['model']})"
-        if not r["n"] or r["arm_value"] is None or r["baseline_value"] is None:
+    for r in diff.iter_rows(named=True):  # one row per pair x regime: a few dozen
+        a, b = levels.get((r["model"], r["regime"])), levels.get((r["comparator"], r["regime"]))
+        if not r["n"] or r["value"] is None or a is None or b is None:
             cell = "no test rows"
         else:
-            cell = f"{VERDICT.get(r['helps'], r['helps'])} {r['arm_value']:.3f} vs {r['baseline_value']:.3f}"
-        cells.setdefault(arm, {})[r["regime"]] = cell
+            cell = f"{VERDICT.get(r['verdict'], r['verdict'])} {a:.3f} vs {b:.3f}"
+        cells.setdefault(f"{r['model']} vs {r['comparator']}", {})[r["regime"]] = cell
     scopes = [c for c in ["overall", *REGIMES] if any(c in v for v in cells.values())]
-    return pl.DataFrame([{"arm": a, **{c: v.get(c, "-") for c in scopes}} for a, v in cells.items()],
-                        schema={"arm": pl.Utf8, **{c: pl.Utf8 for c in scopes}})
+    return pl.DataFrame([{"arms": k, **{c: v.get(c, "-") for c in scopes}} for k, v in cells.items()],
+                        schema={"arms": pl.Utf8, **{c: pl.Utf8 for c in scopes}})
 
 
 def input_warnings(conn: duckdb.DuckDBPyConnection, spec: Spec) -> pl.DataFrame | None:
@@ -225,10 +233,14 @@ def print_summary(defs, home: Path, spec: Spec, result, elapsed: float) -> None:
                   "(95 % block-bootstrap intervals):")
             print(table_text(wft))
         wf = read_table(conn, DEFAULT_SCHEMA, "walk_forward_evaluation")
-        if wf is not None and wf.height and "sentence" in wf.columns and "table" in wf.columns:
-            print("\nwalk-forward arms (paired differences, Holm-adjusted):")
-            for s in wf.filter(pl.col("table") == "arm_difference")["sentence"].drop_nulls().to_list()[:60]:
-                print("  " + s)
+        if wf is not None and wf.height and {"table", "comparator", "verdict"} <= set(wf.columns):
+            arms = arm_verdict_table(wf)
+            if arms.height:
+                n = wf.filter(pl.col("table") == "arm_difference").height
+                metric = wf.filter(pl.col("table") == "arm_difference")["metric"][0].replace("_", " ")
+                print(f"\nwalk-forward arms: {metric} of each pair on the same test rows (helps / hurts: the paired "
+                      f"block-bootstrap difference is significant after Holm's correction over {n} comparisons):")
+                print(table_text(arms))
         print_backtest(conn, spec)
         print_signals(conn, spec)
 

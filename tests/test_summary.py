@@ -56,22 +56,28 @@ def test_evaluation_table_shows_log_loss_ic_and_why_a_regime_is_empty():
 
 
 def test_arm_verdicts_are_one_table_with_both_levels():
+    def m(model, regime, v, n=100):
+        return {"table": "metrics", "model": model, "comparator": None, "regime": regime, "year": "all",
+                "metric": "balanced_accuracy", "n": n, "value": v, "verdict": None}
+
+    def d(model, comp, regime, v, verdict, n=100):
+        return {"table": "arm_difference", "model": model, "comparator": comp, "regime": regime, "year": "all",
+                "metric": "balanced_accuracy", "n": n, "value": v, "verdict": verdict}
+
     wf = pl.DataFrame([
-        {"arm": "balanced", "model": "rf", "baseline_model": "rf", "regime": "overall", "metric": "balanced_accuracy",
-         "arm_value": 0.42, "baseline_value": 0.40, "diff": 0.02, "n": 900, "helps": "yes"},
-        {"arm": "balanced", "model": "rf", "baseline_model": "rf", "regime": "crash", "metric": "balanced_accuracy",
-         "arm_value": 0.30, "baseline_value": 0.35, "diff": -0.05, "n": 90, "helps": "no"},
-        {"arm": "full", "model": "meta_learner", "baseline_model": "rf", "regime": "overall",
-         "metric": "balanced_accuracy", "arm_value": 0.41, "baseline_value": 0.40, "diff": 0.01, "n": 900,
-         "helps": "inconclusive"},
-        {"arm": "full", "model": "meta_learner", "baseline_model": "rf", "regime": "crash",
-         "metric": "balanced_accuracy", "arm_value": None, "baseline_value": None, "diff": None, "n": 0,
-         "helps": "inconclusive"},
+        m("arm:balanced", "overall", 0.42), m("arm:unweighted", "overall", 0.40),
+        m("arm:balanced", "crash", 0.30), m("arm:unweighted", "crash", 0.35),
+        m("meta_learner", "overall", 0.41), m("arm:production_no_archive", "overall", 0.40),
+        d("arm:balanced", "arm:unweighted", "overall", 0.02, "yes"),
+        d("arm:balanced", "arm:unweighted", "crash", -0.05, "no"),
+        d("meta_learner", "arm:production_no_archive", "overall", 0.01, "inconclusive"),
+        d("meta_learner", "arm:production_no_archive", "crash", None, "inconclusive", n=0),
+        {**d("arm:balanced", "arm:unweighted", "overall", 0.5, "yes"), "year": "2008"},  # per-year rows ignored
     ])
     t = arm_verdict_table(wf)
-    assert t.columns == ["arm", "overall", "crash"]
-    assert t.rows() == [("balanced", "helps 0.420 vs 0.400", "hurts 0.300 vs 0.350"),
-                        ("full (meta_learner)", "inconclusive 0.410 vs 0.400", "no test rows")]
+    assert t.columns == ["arms", "overall", "crash"]
+    assert t.rows() == [("arm:balanced vs arm:unweighted", "helps 0.420 vs 0.400", "hurts 0.300 vs 0.350"),
+                        ("meta_learner vs arm:production_no_archive", "inconclusive 0.410 vs 0.400", "no test rows")]
 
 
 def test_input_warnings_name_symbol_and_date_of_a_jump():
