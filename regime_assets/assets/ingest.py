@@ -164,7 +164,7 @@ def market_context(context: AssetExecutionContext, settings: RegimeSettings,
         "proxy_stress_band_agreement": num(check["stress_band_agreement"]),
         "proxy_year_mean_mae": num(check["year_mean_mae"]),
         "proxy_validation": md(table, 40),
-        "real_vix_share": num(float((ctx["vix_source"] == "real").mean())),
+        "real_vix_share": num((ctx["vix_source"] == "real").fill_null(False).mean() if ctx.height else None),
     })
     if cal.notes:
         meta["proxy_notes"] = MetadataValue.text("; ".join(cal.notes))
