@@ -29,6 +29,9 @@ def small_spec(path: Path) -> Path:
     data = yaml.safe_load(TINY_SPEC.read_text())
     data["name"] = "tiny_two_models"
     data["models"] = [m for m in data["models"] if m["name"] in ("rf", "extra_trees")]
+    # the walk-forward (the gate's evidence) with the same two models: one arm, no production arms
+    data["walk_forward"] = {**data.get("walk_forward", {}), "models": ["rf"], "model_params": {},
+                            "arms": ["unweighted"], "production_arms": []}
     path.write_text(yaml.safe_dump(data))
     return path
 
