@@ -17,7 +17,8 @@ from regime_assets.resources.warehouse import warehouse_path
 
 from .conftest import run_cli, small_spec
 
-SELECTION = "+key:rare_event_archive"
+SELECTION = "+key:balanced_training_set"  # long enough for the two runs to overlap
+ATTEMPTS = 3
 
 
 def _pool_steps(spec, home) -> set[str]:
@@ -46,33 +47,41 @@ def test_two_processes_on_one_home_take_turns_and_leave_a_sound_warehouse(tmp_pa
     from dagster import DagsterInstance
     from dagster._core.instance.ref import InstanceRef
 
-    spec, home = small_spec(tmp_path / "spec.yaml"), tmp_path / "home"
-    results = [None, None]
+    spec = small_spec(tmp_path / "spec.yaml")
+    # The two processes start together, but one may finish before the other reaches its first step (process
+    # start-up varies under load): such an attempt shows nothing about taking turns, so it is repeated with a new
+    # home, at most ATTEMPTS times; attempts that did overlap must hold every assertion below.
+    for attempt in range(ATTEMPTS):
+        home = tmp_path / f"home{attempt}"
+        results = [None, None]
 
-    def go(i: int) -> None:
-        results[i] = run_cli(spec, home, select=SELECTION, timeout=300)
+        def go(i: int) -> None:
+            results[i] = run_cli(spec, home, select=SELECTION, timeout=300)
 
-    threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert all(r is not None for r in results)
-    ok = [r for r in results if r.returncode == 0]
-    assert ok, "\n\n".join(r.output[-2000:] for r in results)
-    for r in results:
-        if r.returncode != 0:  # allowed, with a clear message naming the cause
-            assert "error:" in r.output and ("locked" in r.output or "failed" in r.output), r.output[-3000:]
+        threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(r is not None for r in results)
+        ok = [r for r in results if r.returncode == 0]
+        assert ok, "\n\n".join(r.output[-2000:] for r in results)
+        for r in results:
+            if r.returncode != 0:  # allowed, with a clear message naming the cause
+                assert "error:" in r.output and ("locked" in r.output or "failed" in r.output), r.output[-3000:]
 
-    with DagsterInstance.from_ref(InstanceRef.from_dir(str(home / "dagster"))) as instance:
-        runs = instance.get_runs()
-        assert len(runs) == 2
-        steps = _pool_steps(spec, home)
-        spans = {r.run_id: _step_intervals(instance, r.run_id, steps) for r in runs}
-    (a, sa), (b, sb) = spans.items()
-    assert sa and sb
-    # the runs did run at the same time (each started before the other ended) ...
-    assert min(x[0] for x in sa) < max(y[1] for y in sb) and min(y[0] for y in sb) < max(x[1] for x in sa)
+        with DagsterInstance.from_ref(InstanceRef.from_dir(str(home / "dagster"))) as instance:
+            runs = instance.get_runs()
+            assert len(runs) == 2
+            steps = _pool_steps(spec, home)
+            spans = {r.run_id: _step_intervals(instance, r.run_id, steps) for r in runs}
+        (a, sa), (b, sb) = spans.items()
+        assert sa and sb
+        # the runs did run at the same time (each started before the other ended) ...
+        if min(x[0] for x in sa) < max(y[1] for y in sb) and min(y[0] for y in sb) < max(x[1] for x in sa):
+            break
+    else:
+        pytest.fail(f"in {ATTEMPTS} attempts the two runs never ran at the same time", pytrace=False)
     assert any("blocked by limit for pool warehouse" in r.output for r in results)
     # ... and took turns at the warehouse
     overlaps = [(x, y) for x in sa for y in sb if x[0] < y[1] and y[0] < x[1]]
