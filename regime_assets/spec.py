@@ -281,6 +281,13 @@ class MetaSpec(_Strict):
                                           description="Latest share of training dates held out for OOF predictions.")
     use_sample_weights: bool = Field(default=True, description="Fit the ensemble weights / stacker with the "
                                                                "regime x event weights of the out-of-fold rows.")
+    regime_shrinkage: bool = Field(
+        default=True, description="Mix the meta-learner's probabilities with the regime prior, per regime, by a "
+                                  "weight chosen on its own past walk-forward (out-of-sample) predictions "
+                                  "(core/shrinkage.py); off: the calibrated mix as it is.")
+    shrinkage_step: float = Field(default=0.05, gt=0, le=0.5, description="Grid step of the mixing weight on [0, 1].")
+    shrinkage_min_rows: int = Field(default=200, ge=1, description="Past rows a regime needs for its own weight; "
+                                                                   "fewer: the pooled weight.")
 
 
 class CalibrationSpec(_Strict):
@@ -373,6 +380,10 @@ class GateSpec(_Strict):
     max_log_loss_excess: float = Field(default=0.0, ge=0, description="Rule (b): the challenger's walk-forward "
                                                                       "log-loss may exceed the regime prior's by "
                                                                       "at most this much overall.")
+    regime_log_loss_margin: float = Field(default=0.0, ge=0, description="Rule (e): in every regime with "
+                                                                          "min_regime_rows rows the walk-forward "
+                                                                          "log-loss may exceed the regime prior's by "
+                                                                          "at most this much.")
 
 
 class ShapSpec(_Strict):

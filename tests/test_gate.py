@@ -66,7 +66,7 @@ def test_a_model_that_does_not_beat_the_baselines_is_refused():
     assert not rules.filter(pl.col("rule") == "a beats baselines")["passed"].all()
     assert d["reasons"][1].startswith("rule a (noise vs baseline_prior)") and "interval" in d["reasons"][1]
     # every rule is named with its figures
-    assert [r.split(" ")[1] for r in d["reasons"]] == ["0", "a", "a", "b", "c", "d"]
+    assert [r.split(" ")[1] for r in d["reasons"]] == ["0", "a", "a", "b", "c", "d", "e"]
 
 
 def test_a_skilled_model_without_champion_is_promoted_and_every_rule_says_why():
@@ -95,10 +95,10 @@ def test_a_model_that_loses_to_the_champion_in_a_regime_is_refused():
     assert not d["promote"]
     crash = d["per_regime"].filter(pl.col("regime") == "crash").row(0, named=True)
     assert crash["checked"] and not crash["passed"] and crash["improvement"] < -GSPEC.regime_margin
-    assert "worse than the margin in crash" in d["reasons"][-1]
+    assert "worse than the margin in crash" in d["reasons"][5] and d["reasons"][5].startswith("rule d")
     lenient = GSPEC.model_copy(update={"min_regime_rows": 10_000})
     d2 = decide_promotion(challenger, baselines(base, y, regime), champion, lenient, 5000, ESPEC)
-    assert d2["promote"] and "not checked" in d2["reasons"][-1]
+    assert d2["promote"] and "not checked" in d2["reasons"][5]
 
 
 def test_a_model_worse_than_the_champion_is_refused_and_a_tie_follows_the_stated_rule():
@@ -125,6 +125,25 @@ def test_log_loss_lower_is_better_and_rule_b():
     d2 = decide_promotion(with_probs(base, p), baselines(base, y, regime), None, GSPEC, 5000, ESPEC)
     b = d2["rules"].filter(pl.col("rule") == "b log-loss vs regime prior").row(0, named=True)
     assert not b["passed"] and not d2["promote"]
+
+
+def test_a_model_whose_log_loss_in_a_regime_is_worse_than_that_regimes_prior_is_refused():
+    base, y, regime, rng = panel()
+    good = skilled(base, y, regime, rng, 0.7)
+    p = good.select("p_sell", "p_hold", "p_buy").to_numpy().copy()
+    crash = regime == "crash"
+    # in crash: confident (0.9) and right only 40 % of the time -- worse than crash's own class frequencies
+    pred = np.where(rng.uniform(size=y.size) < 0.4, y, (y + 1) % 3)
+    p[crash] = 0.05
+    p[np.flatnonzero(crash), pred[crash]] = 0.9
+    d = decide_promotion(with_probs(base, p), baselines(base, y, regime), None, GSPEC, 5000, ESPEC)
+    rules = {r["rule"]: r for r in d["rules"].iter_rows(named=True)}
+    assert rules["b log-loss vs regime prior"]["passed"]  # overall log-loss still beats the regime prior
+    assert not rules["e regime log-loss"]["passed"] and not d["promote"]
+    assert "worse than the regime prior in crash" in rules["e regime log-loss"]["text"]
+    lenient = GSPEC.model_copy(update={"regime_log_loss_margin": 5.0})
+    assert decide_promotion(with_probs(base, p), baselines(base, y, regime), None, lenient, 5000,
+                            ESPEC)["rules"].filter(pl.col("rule") == "e regime log-loss")["passed"][0]
 
 
 def test_best_of_several_noise_models_is_refused_at_the_stated_level():

@@ -23,6 +23,7 @@ from regime_assets.core.walk_forward import (
     BASELINES,
     CHAMPION,
     META_MODEL,
+    NO_SHRINKAGE,
     Champion,
     FoldStore,
     arm_model_name,
@@ -221,6 +222,8 @@ def walk_forward(context: AssetExecutionContext, settings: RegimeSettings):
                                                                     "after_end"), 40),
         "models": md(models, 60), "folds_run": num(res.settings["folds_run"]),
         "champion": MetadataValue.text(champ_text),
+        "regime_shrinkage": md(res.shrinkage.filter(pl.col("model") == META_MODEL).select(
+            "fold", "regime", "past_rows", "lambda", "source", "log_loss_model", "log_loss_shrunk"), 120),
         "recipes": MetadataValue.json(res.recipes),
         "fit_seconds_by_model": md(res.fit_log.group_by("model").agg(
             pl.col("seconds").sum().round(2), (~pl.col("cached")).sum().alias("fits"),
@@ -283,6 +286,7 @@ def walk_forward_evaluation(context: AssetExecutionContext, settings: RegimeSett
         n_models = len(wf.models)
         pairs = report.arm_pairs(list(wf.arms), list(wf.production_arms), list(wf.models),
                                  lambda a, m: arm_model_name(a, m, n_models), production_arm_name, META_MODEL)
+        pairs.append((META_MODEL, NO_SHRINKAGE))  # does the regime shrinkage help?
         pairs = [(a, b) for a, b in pairs if a in models and b in models]
         cache: dict[str, pl.DataFrame] = {}
 

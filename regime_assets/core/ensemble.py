@@ -123,6 +123,7 @@ class MetaLearner:
         self.calibrator: Calibrator | None = None
         self.calibration_report: dict[str, Any] = {}
         self.weighted_fit = False
+        self.shrinkage = None  # core.shrinkage.RegimeShrinkage, applied by predict_proba (needs 'regime')
 
     @property
     def features(self) -> list[str]:
@@ -182,7 +183,13 @@ class MetaLearner:
         """(n, 3) probabilities for a feature frame using the attached fitted base models."""
         if not self.fitted:
             raise EnsembleError("meta-learner holds no fitted models; call attach() or fit_meta(models=...)")
-        return self.predict_proba_from({m: self.fitted[m].predict_proba(df) for m in self.models})
+        p = self.predict_proba_from({m: self.fitted[m].predict_proba(df) for m in self.models})
+        sh = getattr(self, "shrinkage", None)
+        if sh is None:
+            return p
+        if "regime" not in df.columns:
+            raise EnsembleError("meta-learner: its regime shrinkage needs a 'regime' column in the rows it predicts")
+        return sh.apply(p, df.get_column("regime").to_numpy())
 
 
 def fit_meta(oof_by_model: dict[str, pl.DataFrame], mspec: MetaSpec,

@@ -18,9 +18,12 @@ b. its log-loss overall is no worse than the regime prior's (by at most ``gate.m
 c. it beats the champion: improvement > 0 on the primary metric overall (the interval is reported). Without a
    champion the rule does not apply. When the champion's recipe hash equals the challenger's the two are the same
    recipe (the challenger is the champion retrained): a tie, decided by the stated rule that a retrained champion
-   recipe is promoted when rules 0, a, b and d hold, so production follows the newest data;
+   recipe is promoted when rules 0, a, b, d and e hold, so production follows the newest data;
 d. in every regime with at least ``gate.min_regime_rows`` rows the improvement over the champion (over the regime
-   prior when there is no champion or a tie) is at least ``-gate.regime_margin``.
+   prior when there is no champion or a tie) is at least ``-gate.regime_margin``;
+e. in every regime with at least ``gate.min_regime_rows`` rows its log-loss is no worse than the regime prior's
+   (by at most ``gate.regime_log_loss_margin``): probabilities a regime's own class frequencies beat are not
+   promoted, whatever the primary metric says.
 
 "No candidate beats the baselines" is a valid outcome: nothing is promoted and the reasons say why.
 """
@@ -134,7 +137,7 @@ def decide_promotion(challenger: pl.DataFrame, baselines: dict[str, pl.DataFrame
                       "ci_low": None, "ci_high": None,
                       "text": f"rule c (champion {champion_name}): tie \u2014 the champion's recipe hash equals the "
                               f"challenger's (the same recipe retrained); stated rule: a retrained champion recipe "
-                              f"is promoted when rules 0, a, b and d hold \u2014 passed"})
+                              f"is promoted when rules 0, a, b, d and e hold \u2014 passed"})
     else:
         vs_champ = improvement(champion, challenger, metric, base_espec)
         oc = _overall(vs_champ)
@@ -170,6 +173,22 @@ def decide_promotion(challenger: pl.DataFrame, baselines: dict[str, pl.DataFrame
         text += "; worse than the margin in " + ", ".join(failed["regime"].to_list())
     rules.append({"rule": "d regimes", "passed": okd, "against": against, "value": None, "ci_low": None,
                   "ci_high": None, "text": text + f" \u2014 {'passed' if okd else 'failed'}"})
+
+    # e. log-loss in every regime with enough rows against the regime prior
+    lr = ll.filter((pl.col("regime") != OVERALL) & (pl.col("n") >= gspec.min_regime_rows))
+    bad_e = lr.filter(pl.col("challenger").is_null() | pl.col("reference").is_null()
+                      | (pl.col("challenger") > pl.col("reference") + gspec.regime_log_loss_margin))
+    oke = bad_e.height == 0
+    parts_e = [f"{r['regime']} {_f(r['challenger'], False)} vs {_f(r['reference'], False)} ({r['n']} rows)"
+               for r in lr.iter_rows(named=True)]
+    text_e = (f"rule e (log-loss in every regime with >= {gspec.min_regime_rows} rows vs the regime prior, allowed "
+              f"excess {gspec.regime_log_loss_margin}): " + (", ".join(parts_e) if parts_e else
+                                                              "no regime has enough rows"))
+    if bad_e.height:
+        text_e += "; worse than the regime prior in " + ", ".join(bad_e["regime"].to_list())
+    rules.append({"rule": "e regime log-loss", "passed": oke, "against": BASELINE_REGIME_PRIOR,
+                  "value": None, "ci_low": None, "ci_high": None,
+                  "text": text_e + f" \u2014 {'passed' if oke else 'failed'}"})
 
     promote = all(r["passed"] for r in rules)
     if result_diff is None:

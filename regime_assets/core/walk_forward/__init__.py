@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from regime_assets.core import models as model_core
+from regime_assets.core import shrinkage as shrink_core
 from regime_assets.core.splits import to_days
 from regime_assets.core.walk_forward.fit import (
     ARMS,
@@ -74,7 +76,10 @@ META_WEIGHT_SCHEMA = {"fold": pl.Int64, "fold_key": pl.Utf8, "model": pl.Utf8, "
                       "oof_metric": pl.Utf8, "oof_value": pl.Float64, "weight": pl.Float64}
 REQUIRED = ("symbol", "date", "regime", "label", "fwd_return")
 
-__all__ = ["ARMS", "BASELINES", "BASELINE_PRIOR", "BASELINE_REGIME_PRIOR", "CHAMPION", "META_MODEL",
+NO_SHRINKAGE = "arm:meta_no_shrinkage"
+SHRINKAGE_SCHEMA = {"fold": pl.Int32, "fold_key": pl.Utf8, "model": pl.Utf8, **shrink_core.REPORT_SCHEMA}
+
+__all__ = ["NO_SHRINKAGE", "ARMS", "BASELINES", "BASELINE_PRIOR", "BASELINE_REGIME_PRIOR", "CHAMPION", "META_MODEL",
            "PRODUCTION_ARMS", "PREDICTION_SCHEMA", "FoldStore", "FrameRows", "WalkForwardError", "WalkForwardRun",
            "arm_model_name", "build_recipe", "production_arm_name", "run_walk_forward", "candidate_names"]
 
@@ -172,6 +177,52 @@ class Champion:
     recipe_hash: str = ""
 
 
+class Shrinker:
+    """Regime shrinkage in the walk-forward (``core/shrinkage.py``): per output (the meta-learner, each production
+    arm, the champion) the raw out-of-sample rows of the folds before; a fold's probabilities are mixed with its
+    window's regime prior by weights chosen on the past rows whose labels closed before the fold's training end."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.m = spec.meta
+        self.past: dict[str, list[pl.DataFrame]] = {}
+        self.rows: list[dict[str, Any]] = []
+
+    def shrink(self, name: str, fold: Fold, data, p: np.ndarray, remember: bool = True) -> np.ndarray:
+        parts = self.past.get(name, [])
+        past = shrink_core.past_before(pl.concat(parts) if parts else pl.DataFrame(schema=shrink_core.PAST_SCHEMA),
+                                       fold.train_end)
+        y_w = model_core.encode_labels(data.window.get_column("label"), f"{fold.key} training labels")
+        overall, by = shrink_core.regime_priors(y_w, data.window.get_column("regime").to_numpy())
+        sh = shrink_core.fit_shrinkage(past, by, overall, self.m.shrinkage_step, self.m.shrinkage_min_rows)
+        self.rows.extend({"fold": fold.fold, "fold_key": fold.key, "model": name, **r} for r in sh.report)
+        test = data.test
+        if remember:
+            y_t = model_core.encode_labels(test.get_column("label"), f"{fold.key} test labels")
+            q = np.stack([by.get(r, overall) for r in test.get_column("regime").to_list()]) if test.height else \
+                np.zeros((0, len(CLASSES)))
+            self.past.setdefault(name, []).append(shrink_core.past_rows(
+                test.get_column("date"), test.get_column("regime"), y_t, p, q))
+        return sh.apply(p, test.get_column("regime").to_numpy())
+
+    def table(self) -> pl.DataFrame:
+        return pl.DataFrame(self.rows, schema=SHRINKAGE_SCHEMA) if self.rows else pl.DataFrame(schema=SHRINKAGE_SCHEMA)
+
+
+def _shrink_outputs(shr: Shrinker | None, fold: Fold, data, outs: list[FoldOutput], names: set[str],
+                    remember: bool = True) -> None:
+    """Replace, in place, the probabilities of the outputs in ``names`` by their shrunk ones; the raw
+    meta-learner stays as ``NO_SHRINKAGE``."""
+    if shr is None:
+        return
+    for out in outs:
+        for name in [n for n in out.probs if n in names]:
+            raw = out.probs[name]
+            if name == META_MODEL:
+                out.probs[NO_SHRINKAGE] = raw
+                out.hashes[NO_SHRINKAGE] = f"{out.hashes[name]}:no_shrinkage"
+            out.probs[name] = shr.shrink(name, fold, data, raw, remember)
+
+
 @dataclass
 class WalkForwardRun:
     predictions: pl.DataFrame | None  # None when a sink took the fold frames
@@ -181,6 +232,7 @@ class WalkForwardRun:
     train_dates: pl.DataFrame
     meta_weights: pl.DataFrame
     recipes: dict[str, str]
+    shrinkage: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SHRINKAGE_SCHEMA))
     seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -272,6 +324,10 @@ def run_walk_forward(rows: RowSource | pl.DataFrame, archive: pl.DataFrame | Non
         raise WalkForwardError("walk forward: labeled_samples has no dates")
     folds = walk_forward_folds(days, spec)
     prev: dict[str, pl.DataFrame | None] = {"main": None, "champion": None}
+    shr = Shrinker(spec) if spec.meta.regime_shrinkage else None
+    shrunk = {META_MODEL, *(production_arm_name(p) for p in wf.production_arms)}
+    champ_shr = Shrinker(champion.spec) if champion is not None and champion.spec.meta.regime_shrinkage and \
+        champion.candidate == META_MODEL else None
     with warnings.catch_warnings(), threadpool_limits(limits=spec.walk_forward.fit_threads):
         # backtest fits cap their iterations on purpose (walk_forward sizes): no convergence warning per fold;
         # BLAS/OpenMP pools of walk_forward.fit_threads (1: no spinning threads on a busy machine)
@@ -292,10 +348,13 @@ def run_walk_forward(rows: RowSource | pl.DataFrame, archive: pl.DataFrame | Non
             if wf.production_arms:
                 outs.append(fit_production_arms(data, replay, recipe, store, log, features,
                                                 list(wf.production_arms)))
+            _shrink_outputs(shr, fold, data, outs, shrunk)
             prev["main"] = _meta_frame(data.test, outs[0].probs[META_MODEL])
             if champ_recipe is not None:
                 c_replay = replay_rows(data.window, prev["champion"], champion.spec)
                 c_out = fit_production(data, c_replay, champ_recipe, store, log, features)
+                _shrink_outputs(champ_shr, fold, data, [c_out], {META_MODEL})
+                c_out.probs.pop(NO_SHRINKAGE, None)
                 prev["champion"] = _meta_frame(data.test, c_out.probs[META_MODEL])
                 outs.append(FoldOutput({CHAMPION: c_out.probs[champion.candidate]},
                                        {CHAMPION: c_out.hashes[champion.candidate]}))
@@ -329,6 +388,7 @@ def run_walk_forward(rows: RowSource | pl.DataFrame, archive: pl.DataFrame | Non
                 outs = [baseline_probs(data, recipe)]
                 if wf.loco_production:
                     outs.append(fit_production(data, empty, recipe, store, log, features))
+                    _shrink_outputs(shr, fold, data, outs[-1:], {META_MODEL}, remember=False)
                 if loco_arms:
                     outs.append(fit_arms(data, recipe, store, log, features, loco_arms, (wf.seed, 1, -fold.fold)))
                 loco_parts.append(_frame(fold, data.test, outs).with_columns(
@@ -350,7 +410,8 @@ def run_walk_forward(rows: RowSource | pl.DataFrame, archive: pl.DataFrame | Non
         fit_log=fit_log, train_dates=td,
         meta_weights=pl.DataFrame(log.meta_weights, schema=META_WEIGHT_SCHEMA) if log.meta_weights
         else pl.DataFrame(schema=META_WEIGHT_SCHEMA),
-        recipes=recipes, seconds=time.perf_counter() - t_start,
+        recipes=recipes, shrinkage=shr.table() if shr is not None else pl.DataFrame(schema=SHRINKAGE_SCHEMA),
+        seconds=time.perf_counter() - t_start,
         settings={"folds_run": int(sum(1 for r in fold_rows if r["status"] == "ok" and r["event_id"] is None)),
                   "loco_events_run": len(loco_parts), "fits": int(sum(1 for r in log.rows if not r["cached"])),
                   "reused": int(sum(1 for r in log.rows if r["cached"])),
