@@ -286,8 +286,10 @@ class MetaSpec(_Strict):
                                   "weight chosen on its own past walk-forward (out-of-sample) predictions "
                                   "(core/shrinkage.py); off: the calibrated mix as it is.")
     shrinkage_step: float = Field(default=0.05, gt=0, le=0.5, description="Grid step of the mixing weight on [0, 1].")
-    shrinkage_min_rows: int = Field(default=200, ge=1, description="Past rows a regime needs for its own weight; "
-                                                                   "fewer: the pooled weight.")
+    shrinkage_default: float = Field(default=1.0, ge=0, le=1, description="The mixing weight without past "
+                                                                         "out-of-sample rows (1: the regime prior).")
+    shrinkage_prior_rows: int = Field(default=200, ge=1, description="How many past rows the default counts as: "
+                                                                     "lambda = (n fitted + k default) / (n + k).")
 
 
 class CalibrationSpec(_Strict):

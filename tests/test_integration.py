@@ -89,7 +89,7 @@ def test_whole_graph_materializes_on_tiny_synthetic(tiny_defs, home):
     # the gate decided on the walk-forward and named every rule; nothing promoted is a valid outcome
     assert versions.height == 1 and prod.height == 1
     reason = versions["reason"][0]
-    for rule in ("rule 0", "rule a", "rule b", "rule c", "rule d"):
+    for rule in ("rule 0", "rule a", "rule b", "rule c", "rule d", "rule e"):
         assert rule in reason, (rule, reason)
     if versions["promoted"][0]:
         assert prod["promoted"][0] and prod["model_name"][0] == versions["model_name"][0]

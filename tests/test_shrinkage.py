@@ -31,7 +31,7 @@ def test_noise_model_in_crash_is_shrunk_to_the_prior_and_informative_normal_is_k
     prior_c, prior_n = np.array([0.35, 0.2, 0.45]), np.array([0.2, 0.5, 0.3])
     crash, *_ = _rows(600, "crash", prior_c, 0.7, False, rng)
     normal, *_ = _rows(2000, "normal", prior_n, 0.6, True, rng)
-    fit = sh.fit_shrinkage(pl.concat([crash, normal]), {"crash": prior_c, "normal": prior_n}, prior_n, 0.05, 200)
+    fit = sh.fit_shrinkage(pl.concat([crash, normal]), {"crash": prior_c, "normal": prior_n}, prior_n, 0.05, 20)
     assert fit.lam["crash"] >= 0.8
     assert fit.lam["normal"] <= 0.2
     # on NEW rows of the same process the shrunk crash predictions beat the model and are no worse than the prior
@@ -40,24 +40,28 @@ def test_noise_model_in_crash_is_shrunk_to_the_prior_and_informative_normal_is_k
     assert _ll(y, out) < _ll(y, p)
     assert _ll(y, out) <= _ll(y, q) + 0.01
     t = fit.table()
-    assert set(t["regime"]) == {sh.POOLED, *REGIMES}
-    assert t.filter(pl.col("regime") == "crash")["source"][0] == "fitted"
+    assert set(t["regime"]) == set(REGIMES)
+    assert t.filter(pl.col("regime") == "crash")["source"][0].startswith("fitted on 600 past rows")
 
 
-def test_thin_regime_takes_the_pooled_weight_and_no_past_means_no_shrinkage():
+def test_thin_evidence_is_pulled_towards_the_default_and_no_past_means_the_regime_prior():
     rng = np.random.default_rng(2)
     prior = np.array([0.3, 0.4, 0.3])
-    noise, *_ = _rows(500, "normal", prior, 0.8, False, rng)
-    thin, *_ = _rows(30, "recovery", prior, 0.8, False, rng)
-    fit = sh.fit_shrinkage(pl.concat([noise, thin]), {r: prior for r in REGIMES}, prior, 0.05, 200)
-    row = fit.table().filter(pl.col("regime") == "recovery").row(0, named=True)
-    assert row["source"].startswith("pooled") and row["past_rows"] == 30
-    pooled = fit.table().filter(pl.col("regime") == sh.POOLED)["lambda"][0]
-    assert pooled >= 0.5 and fit.lam["recovery"] == pooled
-    none = sh.fit_shrinkage(pl.DataFrame(schema=sh.PAST_SCHEMA), {r: prior for r in REGIMES}, prior, 0.05, 200)
-    assert all(v == 0.0 for v in none.lam.values())
+    good, *_ = _rows(4000, "normal", prior, 0.6, True, rng)
+    thin, *_ = _rows(30, "recovery", prior, 0.6, True, rng)  # informative too, but only 30 rows
+    fit = sh.fit_shrinkage(pl.concat([good, thin]), {r: prior for r in REGIMES}, prior, 0.05, 200, 1.0)
+    t = {r["regime"]: r for r in fit.table().iter_rows(named=True)}
+    assert t["normal"]["lambda"] < 0.1  # 4000 rows: about its fitted value
+    rec = t["recovery"]
+    assert rec["past_rows"] == 30
+    assert rec["lambda"] == pytest.approx((30 * rec["lambda_fitted"] + 200 * 1.0) / 230)
+    assert rec["lambda"] > 0.8
+    none = sh.fit_shrinkage(pl.DataFrame(schema=sh.PAST_SCHEMA), {r: prior for r in REGIMES}, prior, 0.05, 200, 1.0)
+    assert all(v == 1.0 for v in none.lam.values())
     p = np.tile([0.1, 0.1, 0.8], (4, 1))
-    assert np.allclose(none.apply(p, np.array(["crash"] * 4)), p)
+    assert np.allclose(none.apply(p, np.array(["crash"] * 4)), np.tile(prior, (4, 1)))
+    trust = sh.fit_shrinkage(pl.DataFrame(schema=sh.PAST_SCHEMA), {r: prior for r in REGIMES}, prior, 0.05, 200, 0.0)
+    assert np.allclose(trust.apply(p, np.array(["crash"] * 4)), p)
 
 
 def test_past_before_keeps_only_rows_whose_labels_closed():
@@ -92,8 +96,8 @@ def test_production_shrinkage_ignores_rows_after_the_last_trainable_date():
     raw = pl.concat([frame(early, y1, p1), frame(late, y2, p2).with_columns(pl.lit(1, dtype=pl.Int64).alias("fold"))])
     pri = raw.with_columns(*[pl.lit(float(prior[i])).alias(f"p_{c}") for i, c in enumerate(CLASSES)])
     window = pl.DataFrame({"regime": ["crash"] * 10, "label": ["sell", "hold", "buy", "hold", "buy"] * 2})
-    only_early = sh.production_shrinkage(raw, pri, window, dt.date(2011, 12, 31), 0.05, 200)
-    both = sh.production_shrinkage(raw, pri, window, None, 0.05, 200)
+    only_early = sh.production_shrinkage(raw, pri, window, dt.date(2011, 12, 31), 0.05, 20)
+    both = sh.production_shrinkage(raw, pri, window, None, 0.05, 20)
     assert only_early.lam["crash"] >= 0.9
     assert both.lam["crash"] < only_early.lam["crash"]
     assert np.allclose(only_early.prior["crash"], [0.2, 0.4, 0.4])

@@ -223,7 +223,7 @@ def walk_forward(context: AssetExecutionContext, settings: RegimeSettings):
         "models": md(models, 60), "folds_run": num(res.settings["folds_run"]),
         "champion": MetadataValue.text(champ_text),
         "regime_shrinkage": md(res.shrinkage.filter(pl.col("model") == META_MODEL).select(
-            "fold", "regime", "past_rows", "lambda", "source", "log_loss_model", "log_loss_shrunk"), 120),
+            "fold", "regime", "past_rows", "lambda_fitted", "lambda", "source", "log_loss_model", "log_loss_shrunk"), 120),
         "recipes": MetadataValue.json(res.recipes),
         "fit_seconds_by_model": md(res.fit_log.group_by("model").agg(
             pl.col("seconds").sum().round(2), (~pl.col("cached")).sum().alias("fits"),
@@ -362,4 +362,4 @@ def production_shrinkage(settings: RegimeSettings):
                                                "regime": pl.Utf8, "label": pl.Utf8, "p_sell": pl.Float64,
                                                "p_hold": pl.Float64, "p_buy": pl.Float64})
     return shrink_core.production_shrinkage(raw, prior, window, last, spec.meta.shrinkage_step,
-                                            spec.meta.shrinkage_min_rows)
+                                            spec.meta.shrinkage_prior_rows, spec.meta.shrinkage_default)

@@ -8,10 +8,12 @@ model's training rows in that regime)::
     p'(x) = (1 - lam[r]) * p(x) + lam[r] * prior[r]          r = the row's regime
 
 ``lam[r]`` is chosen on the model's PAST out-of-sample predictions (the walk-forward's earlier test blocks) in
-regime ``r``: the value of a grid on [0, 1] with the lowest log-loss there. A regime with fewer than ``min_rows``
-past rows takes the pooled value (all past rows); with fewer past rows than that overall, ``lam`` is 0 (the model
-as it is) and the report says so. Every past row used must have its label window closed before the rows the
-shrinkage is applied to (``past_before``), so nothing here sees a label it should not.
+regime ``r``: the value ``lam_hat`` of a grid on [0, 1] with the lowest log-loss there, blended with a default
+``lam0`` by the evidence, ``lam = (n * lam_hat + k * lam0) / (n + k)`` (``n`` past rows of the regime, ``k`` =
+``prior_rows``). The default is 1: without out-of-sample evidence the model is trusted no more than the regime's
+own class frequencies, the baseline it must beat; a regime with many past rows gets its fitted value. Every past
+row used must have its label window closed before the rows the shrinkage is applied to (``past_before``), so
+nothing here sees a label it should not.
 
 A mixture with the prior can only move a regime's log-loss towards the prior's; with ``lam = 1`` it IS the
 prior, so on the rows it was chosen on it is never worse than the better of the two.
@@ -28,7 +30,6 @@ import polars as pl
 from regime_assets.spec import CLASSES, REGIMES
 
 K = len(CLASSES)
-POOLED = "pooled"
 PAST_SCHEMA = {"date": pl.Date, "regime": pl.Utf8, "y": pl.Int8,
                "p_sell": pl.Float64, "p_hold": pl.Float64, "p_buy": pl.Float64,
                "q_sell": pl.Float64, "q_hold": pl.Float64, "q_buy": pl.Float64}
@@ -87,7 +88,8 @@ class RegimeShrinkage:
                 "prior": {r: np.round(v, 6).tolist() for r, v in self.prior.items()}}
 
 
-REPORT_SCHEMA = {"regime": pl.Utf8, "past_rows": pl.Int64, "lambda": pl.Float64, "source": pl.Utf8,
+REPORT_SCHEMA = {"regime": pl.Utf8, "past_rows": pl.Int64, "lambda_fitted": pl.Float64, "lambda": pl.Float64,
+                 "source": pl.Utf8,
                  "log_loss_model": pl.Float64, "log_loss_shrunk": pl.Float64}
 
 
@@ -102,9 +104,10 @@ def regime_priors(labels: np.ndarray, regimes: np.ndarray) -> tuple[np.ndarray, 
 
 
 def fit_shrinkage(past: pl.DataFrame, prior: dict[str, np.ndarray], overall_prior: np.ndarray, step: float,
-                  min_rows: int) -> RegimeShrinkage:
+                  prior_rows: int, default: float = 1.0) -> RegimeShrinkage:
     """Mixing weights from past out-of-sample rows (``PAST_SCHEMA``: the model's probabilities ``p_*`` and the
-    regime prior that held for each row ``q_*``); ``prior``: the priors the shrinkage will mix towards."""
+    regime prior that held for each row ``q_*``); ``prior``: the priors the shrinkage will mix towards;
+    ``default``/``prior_rows``: the weight without evidence and how many past rows it counts as."""
     missing = [c for c in PAST_SCHEMA if c not in past.columns]
     if missing:
         raise ShrinkageError(f"regime shrinkage: past rows lack columns {missing}")
@@ -114,29 +117,21 @@ def fit_shrinkage(past: pl.DataFrame, prior: dict[str, np.ndarray], overall_prio
     q = past.select("q_sell", "q_hold", "q_buy").to_numpy()
     reg = past["regime"].to_numpy().astype(str)
     report: list[dict[str, Any]] = []
-    if y.size >= min_rows:
-        pooled, l1, l0 = best_lambda(y, p, q, lams)
-        report.append({"regime": POOLED, "past_rows": int(y.size), "lambda": pooled, "source": "fitted",
-                       "log_loss_model": l0, "log_loss_shrunk": l1})
-    else:
-        pooled = 0.0
-        report.append({"regime": POOLED, "past_rows": int(y.size), "lambda": 0.0,
-                       "source": f"none: fewer than {min_rows} past rows", "log_loss_model": _ll(y, p),
-                       "log_loss_shrunk": _ll(y, p)})
     lam: dict[str, float] = {}
+    k = float(prior_rows)
     for r in REGIMES:
         m = reg == r
         n = int(m.sum())
-        if n >= min_rows:
-            lam[r], l1, l0 = best_lambda(y[m], p[m], q[m], lams)
-            src = "fitted"
+        if n:
+            hat, _, l0 = best_lambda(y[m], p[m], q[m], lams)
         else:
-            lam[r] = pooled
-            l0 = _ll(y[m], p[m])
-            l1 = _ll(y[m], (1 - pooled) * p[m] + pooled * q[m]) if n else float("nan")
-            src = f"pooled ({n} < {min_rows} past rows)"
-        report.append({"regime": r, "past_rows": n, "lambda": lam[r], "source": src, "log_loss_model": l0,
-                       "log_loss_shrunk": l1})
+            hat, l0 = float("nan"), float("nan")
+        lam[r] = float(default) if n == 0 else float((n * hat + k * default) / (n + k))
+        l1 = _ll(y[m], (1 - lam[r]) * p[m] + lam[r] * q[m]) if n else float("nan")
+        report.append({"regime": r, "past_rows": n, "lambda_fitted": None if n == 0 else hat, "lambda": lam[r],
+                       "source": (f"default {default} (no past rows)" if n == 0 else
+                                  f"fitted on {n} past rows, {k / (n + k):.0%} default {default}"),
+                       "log_loss_model": l0, "log_loss_shrunk": l1})
     return RegimeShrinkage(lam, {r: np.asarray(v, dtype=np.float64) for r, v in prior.items()},
                            np.asarray(overall_prior, dtype=np.float64), report)
 
@@ -160,7 +155,7 @@ def past_before(past: pl.DataFrame, last_date) -> pl.DataFrame:
 
 
 def production_shrinkage(raw: pl.DataFrame, prior_rows: pl.DataFrame, window: pl.DataFrame, last_date,
-                         step: float, min_rows: int) -> RegimeShrinkage:
+                         step: float, evidence_rows: int, default: float = 1.0) -> RegimeShrinkage:
     """The production model's shrinkage: weights from the walk-forward's raw out-of-sample rows of its recipe
     (``raw``: fold, symbol, date, regime, label, p_*) dated on or before ``last_date`` (the production training's
     last trainable date, so no validation label is seen), each with the regime prior of its fold
@@ -171,7 +166,7 @@ def production_shrinkage(raw: pl.DataFrame, prior_rows: pl.DataFrame, window: pl
     y_w = encode_labels(window.get_column("label"), "regime shrinkage: training window labels")
     overall, by = regime_priors(y_w, window.get_column("regime").to_numpy())
     if raw.height == 0:
-        return fit_shrinkage(pl.DataFrame(schema=PAST_SCHEMA), by, overall, step, min_rows)
+        return fit_shrinkage(pl.DataFrame(schema=PAST_SCHEMA), by, overall, step, evidence_rows, default)
     q = prior_rows.select("fold", "symbol", "date", *[pl.col(f"p_{c}").alias(f"q_{c}") for c in CLASSES])
     j = raw.join(q, on=["fold", "symbol", "date"], how="inner")
     if last_date is not None:
@@ -179,4 +174,4 @@ def production_shrinkage(raw: pl.DataFrame, prior_rows: pl.DataFrame, window: pl
     y = encode_labels(j.get_column("label"), "regime shrinkage: walk-forward labels")
     past = past_rows(j.get_column("date"), j.get_column("regime"), y,
                      j.select([f"p_{c}" for c in CLASSES]).to_numpy(), j.select([f"q_{c}" for c in CLASSES]).to_numpy())
-    return fit_shrinkage(past, by, overall, step, min_rows)
+    return fit_shrinkage(past, by, overall, step, evidence_rows, default)

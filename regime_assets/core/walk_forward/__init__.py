@@ -193,7 +193,8 @@ class Shrinker:
                                        fold.train_end)
         y_w = model_core.encode_labels(data.window.get_column("label"), f"{fold.key} training labels")
         overall, by = shrink_core.regime_priors(y_w, data.window.get_column("regime").to_numpy())
-        sh = shrink_core.fit_shrinkage(past, by, overall, self.m.shrinkage_step, self.m.shrinkage_min_rows)
+        sh = shrink_core.fit_shrinkage(past, by, overall, self.m.shrinkage_step, self.m.shrinkage_prior_rows,
+                                       self.m.shrinkage_default)
         self.rows.extend({"fold": fold.fold, "fold_key": fold.key, "model": name, **r} for r in sh.report)
         test = data.test
         if remember:
