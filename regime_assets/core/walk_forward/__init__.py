@@ -13,7 +13,6 @@ Folds run one after another (a fold's replay buffer comes from the previous fold
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from regime_assets.core import models as model_core
+from regime_assets.core.memory import release as release_memory
 from regime_assets.core import shrinkage as shrink_core
 from regime_assets.core.splits import to_days
 from regime_assets.core.walk_forward.fit import (
@@ -363,7 +363,7 @@ def run_walk_forward(rows: RowSource | pl.DataFrame, archive: pl.DataFrame | Non
                 emit(piece)
             fold_rows.append(_fold_row(fold, "ok", data, replay, start, log))
             del data, outs, replay
-            gc.collect()
+            release_memory()
         if not any(r["status"] == "ok" for r in fold_rows):
             raise WalkForwardError(f"walk forward: no fold can run (start_year {wf.start_year}, min_train_rows "
                                    f"{wf.min_train_rows}): " +
@@ -396,7 +396,7 @@ def run_walk_forward(rows: RowSource | pl.DataFrame, archive: pl.DataFrame | Non
                     pl.lit(fold.event_id).alias("event_id"), pl.lit(fold.event_regime).alias("event_regime")))
                 fold_rows.append(_fold_row(fold, "ok", data, None, start, log))
                 del data, outs
-                gc.collect()
+                release_memory()
     loco = (pl.concat(loco_parts).select(list(LOCO_PREDICTION_SCHEMA)) if loco_parts
             else pl.DataFrame(schema=LOCO_PREDICTION_SCHEMA))
     recipes = dict(recipe.hashes)
