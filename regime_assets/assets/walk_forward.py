@@ -43,7 +43,7 @@ GROUP = "evaluation"
 PREDICTIONS = "walk_forward_predictions"
 LOCO_PREDICTIONS = "leave_one_crisis_out_predictions"
 TABLE_METRICS = ("log_loss", "balanced_accuracy", "rank_ic")
-DUCKDB_MEMORY = "2GB"
+DUCKDB_MEMORY = "1GB"
 
 
 def fold_store(settings: RegimeSettings) -> FoldStore:
