@@ -101,7 +101,7 @@ def _mats(result, prefix: tuple[str, ...] = ("model_", "meta_learner")) -> dict[
         if e.event_type_value == "ASSET_MATERIALIZATION":
             m = e.event_specific_data.materialization
             name = m.asset_key.to_user_string()
-            if name.startswith(prefix) or name in ("validation_predictions", "regime_evaluation",
+            if (name.startswith(prefix) and name != "model_versions") or name in ("validation_predictions", "regime_evaluation", "walk_forward_evaluation",
                                                    "shap_importance"):
                 out[name] = {k: getattr(v, "value", v) for k, v in m.metadata.items()}
     return out

@@ -17,6 +17,8 @@ from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, Metadat
 
 from regime_assets.assets._meta import md, num, plot_md
 from regime_assets.assets.state import production_record
+from regime_assets.assets.training import memo_metadata, memo_store
+from regime_assets.core.memo import memo_key
 from regime_assets.rendering import plots
 from regime_assets.core.splits import to_days
 from regime_assets.core.walk_forward import (
@@ -232,6 +234,19 @@ def walk_forward(context: AssetExecutionContext, settings: RegimeSettings):
             "fits", "reused", "status"), 40)})
 
 
+def table_hash(conn, table: str) -> str:
+    """A content hash of a warehouse table (columns, types, and every row in its stored order), computed in DuckDB
+    (``hash`` of each row with its position), with DuckDB's version; ``missing`` for no table."""
+    import duckdb
+
+    cols = conn.execute("select column_name, data_type from information_schema.columns where table_schema = ? and "
+                        "table_name = ? order by ordinal_position", [DEFAULT_SCHEMA, table]).fetchall()
+    if not cols:
+        return "missing"
+    n, h = conn.execute(f'select count(*), sum(hash(t, t.rowid)) from "{DEFAULT_SCHEMA}"."{table}" t').fetchall()[0]
+    return f"duckdb={duckdb.__version__}|{cols}|{n}|{h}"
+
+
 def _read_model(conn, table: str, model: str) -> pl.DataFrame:
     return _query(conn,
         f'select * from "{DEFAULT_SCHEMA}"."{table}" where model = ? order by date, symbol', [model])
@@ -271,8 +286,27 @@ def walk_forward_evaluation(context: AssetExecutionContext, settings: RegimeSett
     espec, wf = spec.evaluation, spec.walk_forward
     metric = spec.gate.primary_metric
     with settings.connect() as conn:
+        # the bootstraps are seeded: the table is a deterministic function of both prediction tables and the spec
+        key = memo_key("walk_forward_evaluation", predictions=table_hash(conn, PREDICTIONS),
+                       loco=table_hash(conn, LOCO_PREDICTIONS), evaluation=espec, metric=metric,
+                       arms=list(wf.arms), production_arms=list(wf.production_arms), models=list(wf.models))
+        memo = memo_store(settings)
+        hit = memo.get("walk_forward_evaluation", key)
         models = [r[0] for r in conn.execute(
             f'select distinct model from "{DEFAULT_SCHEMA}"."{PREDICTIONS}" order by model').fetchall()]
+    if hit is not None:
+        out = hit.frames["frame"]
+    else:
+        out = _walk_forward_table(settings, models)
+        memo.put("walk_forward_evaluation", key, {"frame": out})
+    return Output(out, metadata={**_walk_forward_metadata(spec, out, models), **memo_metadata(hit is not None, key)})
+
+
+def _walk_forward_table(settings: RegimeSettings, models: list[str]) -> pl.DataFrame:
+    spec = settings.spec
+    espec, wf = spec.evaluation, spec.walk_forward
+    metric = spec.gate.primary_metric
+    with settings.connect() as conn:
         span = conn.execute(f'select min(test_start), max(test_end) from "{DEFAULT_SCHEMA}"."{PREDICTIONS}"'
                             ).fetchall()[0]
         years = list(range(span[0].year, span[1].year + 1)) if span[0] is not None else []
@@ -297,7 +331,11 @@ def walk_forward_evaluation(context: AssetExecutionContext, settings: RegimeSett
         cache.clear()
         loco = _query(conn, f'select * from "{DEFAULT_SCHEMA}"."{LOCO_PREDICTIONS}"')
     loco_rows = report.loco_rows(loco, espec, ("balanced_accuracy", "log_loss", "brier", "rank_ic"))
-    out = report.as_table([*rows, *diffs, *loco_rows])
+    return report.as_table([*rows, *diffs, *loco_rows])
+
+
+def _walk_forward_metadata(spec: Spec, out: pl.DataFrame, models: list[str]) -> dict:
+    espec, metric = spec.evaluation, spec.gate.primary_metric
     cands = candidate_names(spec)
     show = [c for c in [META_MODEL, *BASELINES] if c in models]
     best = (out.filter((pl.col("table") == "metrics") & (pl.col("regime") == "overall") & (pl.col("year") == "all")
@@ -325,4 +363,4 @@ def walk_forward_evaluation(context: AssetExecutionContext, settings: RegimeSett
             f"{empty.height} model x regime x year groups have no rows (kept as n = 0 rows): " +
             ", ".join(sorted({f"{r} {y}" for _, r, y in empty.iter_rows()})[:40])),
     }
-    return Output(out, metadata=meta)
+    return meta

@@ -70,7 +70,7 @@ def _canonical(x: Any) -> Any:
     return x
 
 
-def memo_key(kind: str, **parts: Any) -> str:
+def memo_key(kind: str, /, **parts: Any) -> str:
     """sha256 (32 hex) of (MEMO_VERSION, kind, parts) in canonical JSON (sorted keys; spec sections dumped)."""
     payload = json.dumps([MEMO_VERSION, kind, _canonical(parts)], sort_keys=True, separators=(",", ":"),
                          default=str)
