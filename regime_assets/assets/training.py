@@ -45,6 +45,24 @@ def reused_version(memo: Memo, kind: str, key: str, store, name: str) -> Entry |
     return hit
 
 
+_METADATA_TYPES = {"TextMetadataValue": MetadataValue.text, "MarkdownMetadataValue": MetadataValue.md,
+                   "JsonMetadataValue": MetadataValue.json, "FloatMetadataValue": MetadataValue.float,
+                   "IntMetadataValue": MetadataValue.int, "BoolMetadataValue": MetadataValue.bool}
+
+
+def freeze_metadata(meta: dict) -> dict:
+    """Asset metadata as JSON ({key: [type, value]}) for a memo entry; ``thaw_metadata`` is its inverse."""
+    out = {}
+    for k, v in meta.items():
+        t = type(v).__name__
+        out[k] = [t, v.value] if t in _METADATA_TYPES else ["TextMetadataValue", str(getattr(v, "value", v))]
+    return out
+
+
+def thaw_metadata(frozen: dict) -> dict:
+    return {k: _METADATA_TYPES[t](v) for k, (t, v) in frozen.items()}
+
+
 def _scalars(report: dict) -> dict:
     """The JSON-scalar entries of a calibration report (what its metadata shows)."""
     return {k: (float(v) if isinstance(v, float) else v) for k, v in (report or {}).items()

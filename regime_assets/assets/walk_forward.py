@@ -17,7 +17,8 @@ from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, Metadat
 
 from regime_assets.assets._meta import md, num, plot_md
 from regime_assets.assets.state import production_record
-from regime_assets.assets.training import memo_metadata, memo_store
+from regime_assets.assets.training import freeze_metadata, memo_metadata, memo_store, thaw_metadata
+from regime_assets.core import models as model_core
 from regime_assets.core.memo import memo_key
 from regime_assets.rendering import plots
 from regime_assets.core.splits import to_days
@@ -193,6 +194,50 @@ def walk_forward(context: AssetExecutionContext, settings: RegimeSettings):
     spec = settings.spec
     store = fold_store(settings)
     rec, champ, champ_hash = champion_recipe(settings, store)
+    memo = memo_store(settings)
+    with settings.connect() as conn:
+        # the whole step's memo: both tables are a function of the rows it reads, the spec and the champion's
+        # recipe; when a previous run with the same key left exactly the tables it wrote, nothing is read again
+        key = memo_key("walk_forward", labeled=table_hash(conn, "labeled_samples"),
+                       archive=table_hash(conn, "rare_event_archive"), spec=spec.spec_hash,
+                       champion=None if champ is None else [champ.spec.spec_hash, champ.candidate],
+                       fold_store=store.root is not None, libraries=model_core.library_versions())
+        hit = memo.get("walk_forward", key)
+        outputs = (PREDICTIONS, LOCO_PREDICTIONS)
+        if hit is not None and (hit.info.get("outputs") != {t: table_hash(conn, t) for t in outputs}
+                                or (store.root is not None and store.read_recipes(spec.spec_hash) is None)):
+            hit = None
+    if hit is not None:
+        context.log.info(f"walk forward: rows, spec and champion unchanged (memo key {key}): the stored tables "
+                         "are this run's, nothing read or fitted")
+        for asset_key in outputs:
+            meta = thaw_metadata(hit.info["metadata"][asset_key])
+            meta.update(fits=num(0), champion=MetadataValue.text(_champion_text(rec, champ, champ_hash)),
+                        **memo_metadata(True, key))
+            if asset_key == LOCO_PREDICTIONS:
+                meta.pop("champion")
+            yield MaterializeResult(asset_key=asset_key, metadata=meta)
+        return
+    metas = _walk_forward_run(context, settings, store, rec, champ, champ_hash)
+    with settings.connect() as conn:
+        outs = {t: table_hash(conn, t) for t in outputs}
+    memo.put("walk_forward", key, {}, {"outputs": outs,
+                                       "metadata": {k: freeze_metadata(v) for k, v in metas.items()}})
+    for asset_key in outputs:
+        yield MaterializeResult(asset_key=asset_key, metadata={**metas[asset_key], **memo_metadata(False, key)})
+
+
+def _champion_text(rec, champ, champ_hash) -> str:
+    return "none" if rec is None else (
+        f"{rec['model_name']} {rec['version']}: " + (
+            "recipe unknown (no stored spec): not compared on the walk-forward" if champ_hash is None else
+            f"recipe {champ_hash} = a current candidate's" if champ is None else
+            f"recipe {champ_hash} recomputed from its stored spec as model 'champion'"))
+
+
+def _walk_forward_run(context, settings: RegimeSettings, store: FoldStore, rec, champ, champ_hash) -> dict:
+    """Run the walk-forward (folds from the fold store where it holds them); {asset: metadata}."""
+    spec = settings.spec
     with settings.connect() as conn:
         conn.execute(f"set memory_limit = '{DUCKDB_MEMORY}'")  # DuckDB's buffers, not the default 80 % of RAM
         src = WarehouseRows(conn)
@@ -208,17 +253,13 @@ def walk_forward(context: AssetExecutionContext, settings: RegimeSettings):
             f'"{PREDICTIONS}" group by model order by model')
     wf_folds = res.folds.filter(pl.col("event_id").is_null())
     loco_folds = res.folds.filter(pl.col("event_id").is_not_null())
-    champ_text = "none" if rec is None else (
-        f"{rec['model_name']} {rec['version']}: " + (
-            "recipe unknown (no stored spec): not compared on the walk-forward" if champ_hash is None else
-            f"recipe {champ_hash} = a current candidate's" if champ is None else
-            f"recipe {champ_hash} recomputed from its stored spec as model 'champion'"))
+    champ_text = _champion_text(rec, champ, champ_hash)
     common = {
         "spec_hash": MetadataValue.text(spec.spec_hash), "seconds": num(round(res.seconds, 1)),
         "fits": num(res.settings["fits"]), "reused_from_fold_store": num(res.settings["reused"]),
         "fold_store": MetadataValue.text(str(store.root) if store.root else "off"),
     }
-    yield MaterializeResult(asset_key=PREDICTIONS, metadata={
+    pred_meta = {
         **common, "rows": num(sink.rows), "folds": md(wf_folds.drop("event_id", "event_regime", "after_start",
                                                                     "after_end"), 40),
         "models": md(models, 60), "folds_run": num(res.settings["folds_run"]),
@@ -227,11 +268,12 @@ def walk_forward(context: AssetExecutionContext, settings: RegimeSettings):
         "fit_seconds_by_model": md(res.fit_log.group_by("model").agg(
             pl.col("seconds").sum().round(2), (~pl.col("cached")).sum().alias("fits"),
             pl.col("cached").sum().alias("reused")).sort("model"), 60),
-    })
-    yield MaterializeResult(asset_key=LOCO_PREDICTIONS, metadata={
+    }
+    loco_meta = {
         **common, "rows": num(loco.height), "events": md(loco_folds.select(
             "event_id", "event_regime", "test_start", "test_end", "test_rows", "train_rows", "archive_rows",
-            "fits", "reused", "status"), 40)})
+            "fits", "reused", "status"), 40)}
+    return {PREDICTIONS: pred_meta, LOCO_PREDICTIONS: loco_meta}
 
 
 def table_hash(conn, table: str) -> str:
