@@ -95,14 +95,17 @@ def test_fit_key_follows_rows_weights_natural_rows_and_params():
     assert k not in others and len(set(others)) == len(others)
 
 
+MEMOIZED = ("validation_predictions", "regime_evaluation", "walk_forward_evaluation", "shap_importance",
+            "walk_forward_predictions", "leave_one_crisis_out_predictions")
+
+
 def _mats(result, prefix: tuple[str, ...] = ("model_", "meta_learner")) -> dict[str, dict]:
     out = {}
     for e in result.all_events:
         if e.event_type_value == "ASSET_MATERIALIZATION":
             m = e.event_specific_data.materialization
             name = m.asset_key.to_user_string()
-            if (name.startswith(prefix) and name != "model_versions") or name in ("validation_predictions", "regime_evaluation", "walk_forward_evaluation",
-                                                   "shap_importance"):
+            if (name.startswith(prefix) and name != "model_versions") or name in MEMOIZED:
                 out[name] = {k: getattr(v, "value", v) for k, v in m.metadata.items()}
     return out
 
