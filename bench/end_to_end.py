@@ -4,6 +4,7 @@
     uv run python bench/end_to_end.py --spec tests/specs/tiny.yaml --json bench/out/end_to_end.json
     uv run python bench/end_to_end.py --home /tmp/bench_home --keep     # keep the home to look at it
     uv run python bench/end_to_end.py --warm     # cold run, then a warm re-run in the same home
+    uv run python bench/end_to_end.py --rerun --home /tmp/bench_home    # one more run in a kept home
 
 Runs in this process with the in-process executor (as ``regime-assets materialize`` does), on a fresh home
 (``--home`` must not hold a warehouse yet, so no earlier run's production model or captured events change what
@@ -224,7 +225,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warm", action="store_true",
                     help="after the cold run, run materialize_all again in the same home (unchanged data and spec: "
                          "the walk-forward folds come from the fold store) and time it too")
+    ap.add_argument("--rerun", action="store_true",
+                    help="only re-run materialize_all in an existing --home that an earlier run filled, and time it")
     args = ap.parse_args(argv)
+    if args.rerun:
+        if not args.home:
+            raise SystemExit("error: --rerun needs the --home of an earlier run")
+        res = run(args.spec, Path(args.home), args.verbose, warm=True)
+        print(f"\nre-run of materialize_all in {args.home}:")
+        print(markdown(res))
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+        return 0 if res["success"] else 1
     if args.home:
         home, temp = Path(args.home), False
     else:

@@ -22,7 +22,7 @@ from dagster import (
 
 from regime_assets.assets._meta import md, num, plot_md
 from regime_assets.assets.state import production_model as load_production, production_record
-from regime_assets.assets.training import memo_metadata, memo_store
+from regime_assets.assets.training import freeze_metadata, memo_metadata, memo_store, thaw_metadata
 from regime_assets.core import model_card as card_core
 from regime_assets.core import models as model_core
 from regime_assets.core.memo import memo_key, schema_rows_hash
@@ -348,11 +348,12 @@ def shap_importance_factory(spec: Spec):
         frames = {r: regime_validation_sets.filter(pl.col("regime") == r) for r in REGIMES}
         rows = schema_rows_hash(*frames.values())
         libs = model_core.library_versions()
-        tables, statuses, reused = [], [], {}
+        tables, statuses, reused, mkeys = [], [], {}, []
         for key, version in _versions(records).items():
             # per model: its (content-keyed) version, its explainer, the validation rows and the shap spec
             mkey = memo_key("shap", model=key, version=version, kind=kinds.get(key), shap=sspec, rows=rows,
                             libraries=libs)
+            mkeys.append(mkey)
             hit = memo.get("shap", mkey)
             if hit is not None:
                 t, s = hit.frames["table"], hit.frames["status"]
@@ -366,6 +367,13 @@ def shap_importance_factory(spec: Spec):
         models = records
         table = pl.concat(tables, how="vertical_relaxed")
         status = pl.concat(statuses, how="vertical_relaxed")
+        # the metadata (comparison, plots) is a function of the tables: kept under the models' keys too
+        meta_key = memo_key("shap_metadata", models=mkeys, top_k=sspec.top_k)
+        meta_hit = memo.get("shap_metadata", meta_key) if all(reused.values()) else None
+        if meta_hit is not None:
+            meta = thaw_metadata(meta_hit.info["metadata"])
+            meta.update(reused=MetadataValue.bool(True), reused_models=MetadataValue.json(reused))
+            return Output(table, metadata=meta)
         comp = regime_comparison(table, sspec.top_k)
         top = table.filter(pl.col("rank") <= 5).sort("model", "regime", "rank")
         meta = {
@@ -380,6 +388,7 @@ def shap_importance_factory(spec: Spec):
             meta[f"plot_{name}"] = plot_md(plots.png_markdown(plots.shap_top_features_plot(
                 table, name if table.filter(pl.col("model") == name).height else key, sspec.top_k),
                 f"SHAP top features per regime: {name}"))
+        memo.put("shap_metadata", meta_key, {}, {"metadata": freeze_metadata(meta)})
         return Output(table, metadata=meta)
 
     return shap_importance

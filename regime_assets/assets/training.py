@@ -169,6 +169,9 @@ def build_model_asset(mspec: ModelSpec):
             om = {"accuracy": r["oof_accuracy"], "balanced_accuracy": r["oof_balanced_accuracy"],
                   "log_loss": r["oof_log_loss"]}
             dhash, libs, calib = r["data_hash"], json.loads(r["libraries"]), info["calibration"]
+            cal_meta = (thaw_metadata(info["calibration_metadata"]) if "calibration_metadata" in info else
+                        calibration_metadata(oof, calib, spec.calibration.reliability_bins,
+                                             f"reliability on the calibration rows: {mspec.name}"))
             context.log.info(f"{name}: inputs and recipe unchanged (memo key {key}): reusing version {version}, "
                              "no fit")
         else:
@@ -197,9 +200,12 @@ def build_model_asset(mspec: ModelSpec):
                           oof_balanced_accuracy=om["balanced_accuracy"], oof_log_loss=om["log_loss"],
                           libraries=json.dumps(libs), estimator=mspec.estimator, params=json.dumps(mspec.params),
                           calibration=json.dumps(calib, default=str))
+            cal_meta = calibration_metadata(oof, calib, spec.calibration.reliability_bins,
+                                            f"reliability on the calibration rows: {mspec.name}")
             memo.put("models", key, {"record": rec, "oof": oof},
                      {"name": name, "version": version, "card": card, "train_seconds": secs,
-                      "train_cpu_seconds": cpu, "calibration": _scalars(calib)})
+                      "train_cpu_seconds": cpu, "calibration": _scalars(calib),
+                      "calibration_metadata": freeze_metadata(cal_meta)})
         return Output(rec, metadata={
             "version": MetadataValue.text(version), "spec_hash": MetadataValue.text(spec.spec_hash),
             "data_hash": MetadataValue.text(dhash), "train_rows": num(train.height), "features": num(len(feats)),
@@ -208,8 +214,7 @@ def build_model_asset(mspec: ModelSpec):
             "oof_accuracy": num(om["accuracy"]), "oof_balanced_accuracy": num(om["balanced_accuracy"]),
             "oof_log_loss": num(om["log_loss"]), "libraries": MetadataValue.json(libs),
             "params": MetadataValue.json(mspec.params),
-            **calibration_metadata(oof, calib, spec.calibration.reliability_bins,
-                                   f"reliability on the calibration rows: {mspec.name}"),
+            **cal_meta,
             "model_card": MetadataValue.md(card),
             **memo_metadata(hit is not None, key, key_secs),
         })
@@ -244,6 +249,9 @@ def build_meta_asset(spec: Spec):
             rec = rec.with_columns(pl.lit(spec_.spec_hash).alias("spec_hash"))
             version, card = rec["version"][0], hit.info["card"]
             weighted_fit, calib_report = hit.info["weighted_fit"], hit.info["calibration"]
+            cal_meta = (thaw_metadata(hit.info["calibration_metadata"]) if "calibration_metadata" in hit.info else
+                        calibration_metadata(moof, calib_report, spec_.calibration.reliability_bins,
+                                             "reliability on the out-of-fold rows: meta_learner"))
             om = {"log_loss": rec["oof_log_loss"][0], "balanced_accuracy": rec["oof_balanced_accuracy"][0]}
             context.log.info(f"meta_learner: base versions and recipe unchanged (memo key {key}): reusing version "
                              f"{version}, no fit")
@@ -283,9 +291,11 @@ def build_meta_asset(spec: Spec):
                           params=json.dumps({"base_versions": versions, "weight_metric": spec_.meta.weight_metric,
                                              "weighted_fit": meta.weighted_fit}),
                           calibration=json.dumps(meta.calibration_report, default=str))
+            cal_meta = calibration_metadata(moof, calib_report, spec_.calibration.reliability_bins,
+                                            "reliability on the out-of-fold rows: meta_learner")
             memo.put("meta_learner", key, {"record": rec, "oof": moof, "weights": wt},
                      {"version": version, "card": card, "weighted_fit": weighted_fit,
-                      "calibration": _scalars(calib_report)})
+                      "calibration": _scalars(calib_report), "calibration_metadata": freeze_metadata(cal_meta)})
         return Output(rec, metadata={
             "version": MetadataValue.text(version), "method": MetadataValue.text(spec_.meta.method),
             "weights": md(wt), "base_versions": MetadataValue.json(versions),
@@ -293,8 +303,7 @@ def build_meta_asset(spec: Spec):
             "spec_hash": MetadataValue.text(spec_.spec_hash),
             "oof_rows": num(moof.height), "oof_log_loss": num(om["log_loss"]),
             "oof_balanced_accuracy": num(om["balanced_accuracy"]),
-            **calibration_metadata(moof, calib_report, spec_.calibration.reliability_bins,
-                                   "reliability on the out-of-fold rows: meta_learner"),
+            **cal_meta,
             "model_card": MetadataValue.md(card),
             **memo_metadata(hit is not None, key),
         })
