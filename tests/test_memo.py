@@ -156,6 +156,11 @@ def test_second_materialize_fits_no_model_and_a_changed_param_refits_only_its_mo
     m2 = _mats(second)
     assert calls == []  # nothing fitted: not a model, not the meta-learner, not a fold
     assert all(v["reused"] for v in m2.values()), {k: v["reused"] for k, v in m2.items()}
+    for k in m1:  # the same metadata as after the computation (diagrams, plots, tables)
+        assert set(m2[k]) == set(m1[k]), (k, set(m2[k]) ^ set(m1[k]))
+        for name in ("reliability_diagram", "weights", "status", "headline", "folds"):
+            if name in m1[k]:
+                assert m2[k][name] == m1[k][name], (k, name)
     assert {k: v["version"] for k, v in m2.items() if "version" in v} == \
         {k: v["version"] for k, v in m1.items() if "version" in v}
     for k in m1:
