@@ -9,7 +9,8 @@
 Runs in this process with the in-process executor (as ``regime-assets materialize`` does), on a fresh home
 (``--home`` must not hold a warehouse yet, so no earlier run's production model or captured events change what
 the run does) with its own Dagster instance. Prints, per step in execution order (from the run's event log):
-whether the memo reused its result (metadata ``reused``), wall time (STEP_START -> STEP_SUCCESS), the part spent loading inputs from DuckDB and storing outputs to it,
+whether the memo reused its result (metadata ``reused``), wall time (STEP_START -> STEP_SUCCESS), the part
+spent loading inputs from DuckDB and storing outputs to it,
 the peak RSS while the step ran (this process + its child processes, sampled every 50 ms) and rows per asset
 (``count(*)`` of its table in warehouse.duckdb); then the total wall time and the peak RSS (ru_maxrss of this
 process and of its children). ``--json PATH`` writes the same figures.
