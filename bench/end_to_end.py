@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verbose", action="store_true", help="keep Dagster's DEBUG console log")
     ap.add_argument("--warm", action="store_true",
                     help="after the cold run, run materialize_all again in the same home (unchanged data and spec: "
-                         "the walk-forward folds come from the fold store) and time it too")
+                         "fits, folds and evaluation tables come from the memo and the fold store) and time it too")
     ap.add_argument("--rerun", action="store_true",
                     help="only re-run materialize_all in an existing --home that an earlier run filled, and time it")
     args = ap.parse_args(argv)
