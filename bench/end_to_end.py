@@ -4,11 +4,13 @@
     uv run python bench/end_to_end.py --spec tests/specs/tiny.yaml --json bench/out/end_to_end.json
     uv run python bench/end_to_end.py --home /tmp/bench_home --keep     # keep the home to look at it
     uv run python bench/end_to_end.py --warm     # cold run, then a warm re-run in the same home
+    uv run python bench/end_to_end.py --rerun --home /tmp/bench_home    # one more run in a kept home
 
 Runs in this process with the in-process executor (as ``regime-assets materialize`` does), on a fresh home
 (``--home`` must not hold a warehouse yet, so no earlier run's production model or captured events change what
 the run does) with its own Dagster instance. Prints, per step in execution order (from the run's event log):
-wall time (STEP_START -> STEP_SUCCESS), the part spent loading inputs from DuckDB and storing outputs to it,
+whether the memo reused its result (metadata ``reused``), wall time (STEP_START -> STEP_SUCCESS), the part
+spent loading inputs from DuckDB and storing outputs to it,
 the peak RSS while the step ran (this process + its child processes, sampled every 50 ms) and rows per asset
 (``count(*)`` of its table in warehouse.duckdb); then the total wall time and the peak RSS (ru_maxrss of this
 process and of its children). ``--json PATH`` writes the same figures.
@@ -48,7 +50,8 @@ def step_table(entries, sampler: RssSampler | None) -> list[dict]:
         if et is None or key is None:
             continue
         s = steps.setdefault(key, {"step": key, "start": None, "end": None, "status": "not started",
-                                   "assets": [], "checks": [], "last_input": None, "store_s": 0.0})
+                                   "assets": [], "checks": [], "last_input": None, "store_s": 0.0,
+                                   "reused": None})
         ev = e.dagster_event
         data = ev.event_specific_data
         if et == "STEP_START":
@@ -67,6 +70,9 @@ def step_table(entries, sampler: RssSampler | None) -> list[dict]:
                 s["store_s"] += e.timestamp - t_out
         elif et == "ASSET_MATERIALIZATION":
             name = ev.asset_key.to_user_string()
+            flag = data.materialization.metadata.get("reused")
+            if flag is not None:  # the memo's flag: the result came from memo/ (or the model store), not computed
+                s["reused"] = bool(getattr(flag, "value", flag)) and s["reused"] is not False
             if name not in s["assets"]:
                 s["assets"].append(name)
         elif et == "ASSET_CHECK_EVALUATION":
@@ -81,7 +87,7 @@ def step_table(entries, sampler: RssSampler | None) -> list[dict]:
             "assets": s["assets"], "checks": s["checks"], "status": s["status"],
             "wall_s": wall, "load_s": load, "store_s": s["store_s"],
             "compute_s": None if wall is None else max(wall - load - s["store_s"], 0.0),
-            "peak_rss_mib": peak.get("total"), "start": s["start"], "end": s["end"],
+            "peak_rss_mib": peak.get("total"), "start": s["start"], "end": s["end"], "reused": s["reused"],
         })
     return out
 
@@ -106,8 +112,8 @@ def _f(x: float | None, nd: int = 2) -> str:
 
 
 def markdown(res: dict) -> str:
-    lines = ["| # | step | assets (rows) | status | wall s | load s | store s | compute s | peak RSS MiB |",
-             "|---:|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| # | step | assets (rows) | status | memo | wall s | load s | store s | compute s | peak RSS MiB |",
+             "|---:|---|---|---|---|---:|---:|---:|---:|---:|"]
     for i, s in enumerate(res["steps"], 1):
         if s["assets"]:
             what = ", ".join(f"`{a}` ({res['rows'].get(a, '-'):,})" if isinstance(res["rows"].get(a), int)
@@ -116,7 +122,8 @@ def markdown(res: dict) -> str:
             what = "check " + ", ".join(f"`{c}`" for c in s["checks"])
         else:
             what = "-"
-        lines.append(f"| {i} | {s['step']} | {what} | {s['status']} | {_f(s['wall_s'])} | {_f(s['load_s'])} | "
+        memo = {None: "-", True: "reused", False: "computed"}[s.get("reused")]
+        lines.append(f"| {i} | {s['step']} | {what} | {s['status']} | {memo} | {_f(s['wall_s'])} | {_f(s['load_s'])} | "
                      f"{_f(s['store_s'])} | {_f(s['compute_s'])} | {_f(s['peak_rss_mib'], 0)} |")
     t = res["totals"]
     lines += [
@@ -218,8 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verbose", action="store_true", help="keep Dagster's DEBUG console log")
     ap.add_argument("--warm", action="store_true",
                     help="after the cold run, run materialize_all again in the same home (unchanged data and spec: "
-                         "the walk-forward folds come from the fold store) and time it too")
+                         "fits, folds and evaluation tables come from the memo and the fold store) and time it too")
+    ap.add_argument("--rerun", action="store_true",
+                    help="only re-run materialize_all in an existing --home that an earlier run filled, and time it")
     args = ap.parse_args(argv)
+    if args.rerun:
+        if not args.home:
+            raise SystemExit("error: --rerun needs the --home of an earlier run")
+        res = run(args.spec, Path(args.home), args.verbose, warm=True)
+        print(f"\nre-run of materialize_all in {args.home}:")
+        print(markdown(res))
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+        return 0 if res["success"] else 1
     if args.home:
         home, temp = Path(args.home), False
     else:

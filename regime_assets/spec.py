@@ -506,6 +506,13 @@ class BacktestSpec(_Strict):
     min_days: int = Field(default=20, ge=2, description="Fewer days in a group: no interval.")
 
 
+class MemoSpec(_Strict):
+    enabled: bool = Field(default=True, description="Keep content-keyed results under the home (memo/): model fits, "
+                                                    "the meta-learner, validation predictions, SHAP tables and the "
+                                                    "evaluation tables are reused when everything they depend on "
+                                                    "is unchanged (off: every run recomputes them).")
+
+
 class Spec(_Strict):
     name: str = "default"
     data: DataSpec = DataSpec()
@@ -531,6 +538,7 @@ class Spec(_Strict):
     rewind: RewindSpec = RewindSpec()
     signals: SignalSpec = SignalSpec()
     backtest: BacktestSpec = BacktestSpec()
+    memo: MemoSpec = MemoSpec()
 
     @model_validator(mode="after")
     def _unique(self) -> "Spec":

@@ -22,7 +22,10 @@ from dagster import (
 
 from regime_assets.assets._meta import md, num, plot_md
 from regime_assets.assets.state import production_model as load_production, production_record
+from regime_assets.assets.training import freeze_metadata, memo_metadata, memo_store, thaw_metadata
 from regime_assets.core import model_card as card_core
+from regime_assets.core import models as model_core
+from regime_assets.core.memo import memo_key, schema_rows_hash
 from regime_assets.core import registry
 from regime_assets.core import evaluation as ev
 from regime_assets.rendering import plots
@@ -57,6 +60,11 @@ def _load_models(settings: RegimeSettings, records: dict[str, pl.DataFrame]) -> 
     return out
 
 
+def _versions(records: dict[str, pl.DataFrame]) -> dict[str, str]:
+    """{asset name: the model version its record names}."""
+    return {k: rec.row(0, named=True)["version"] for k, rec in records.items()}
+
+
 def _predict(models: dict[str, object], rows: pl.DataFrame) -> pl.DataFrame:
     base = rows.select([c for c in KEEP if c in rows.columns]).with_row_index("row_id")
     frames = []
@@ -76,12 +84,16 @@ def evaluation_assets(spec: Spec) -> list:
                        "same rows for all), the input of every evaluation below.")
     def validation_predictions(context: AssetExecutionContext, settings: RegimeSettings,
                                regime_validation_sets: pl.DataFrame, **records: pl.DataFrame) -> Output[pl.DataFrame]:
-        models = _load_models(settings, records)
         rows = regime_validation_sets.filter(pl.col("label").is_not_null()).sort("symbol", "date")
-        out = _predict(models, rows)
-        return Output(out, metadata={"rows": num(out.height), "models": num(len(models)),
+        # model versions are content-keyed: the same versions on the same rows predict the same probabilities
+        key = memo_key("validation_predictions", versions=_versions(records), rows=schema_rows_hash(rows),
+                       keep=KEEP)
+        out, reused = memo_store(settings).frame(
+            "validation_predictions", key, lambda: _predict(_load_models(settings, records), rows))
+        return Output(out, metadata={"rows": num(out.height), "models": num(len(records)),
                                      "validation_rows": num(rows.height),
-                                     "spec_hash": MetadataValue.text(settings.spec.spec_hash)})
+                                     "spec_hash": MetadataValue.text(settings.spec.spec_hash),
+                                     **memo_metadata(reused, key)})
 
     return [validation_predictions, regime_evaluation, segment_evaluation, walk_forward, walk_forward_evaluation,
             promotion, production_model, shap_importance_factory(spec)]
@@ -96,9 +108,15 @@ def regime_evaluation(context: AssetExecutionContext, settings: RegimeSettings,
                       validation_predictions: pl.DataFrame, training_set: pl.DataFrame) -> Output[pl.DataFrame]:
     spec = settings.spec
     train = training_set.filter(pl.col("split") == "train").select("label", "regime")
-    long = ev.regime_metrics_with_ci(validation_predictions, spec.evaluation, train=train)
+    # a seeded bootstrap: a deterministic function of the predictions, the training rows' labels and the spec
+    key = memo_key("regime_evaluation", predictions=schema_rows_hash(validation_predictions),
+                   train=schema_rows_hash(train), evaluation=spec.evaluation)
+    long, reused = memo_store(settings).frame(
+        "regime_evaluation", key, lambda: ev.regime_metrics_with_ci(validation_predictions, spec.evaluation,
+                                                                    train=train))
     wide = ev.metrics_wide(long)
-    meta: dict = {"rows": num(long.height), "spec_hash": MetadataValue.text(spec.spec_hash)}
+    meta: dict = {"rows": num(long.height), "spec_hash": MetadataValue.text(spec.spec_hash),
+                  **memo_metadata(reused, key)}
     primary = spec.gate.primary_metric
     overall = long.filter((pl.col("regime") == "overall") & (pl.col("metric") == primary))
     best = (overall.filter(~pl.col("model").str.starts_with("baseline") & (pl.col("model") != "meta_learner"))
@@ -326,27 +344,51 @@ def shap_importance_factory(spec: Spec):
     def shap_importance(context: AssetExecutionContext, settings: RegimeSettings,
                         regime_validation_sets: pl.DataFrame, **records: pl.DataFrame) -> Output[pl.DataFrame]:
         sspec = settings.spec.shap
-        models = _load_models(settings, records)
+        memo = memo_store(settings)
         frames = {r: regime_validation_sets.filter(pl.col("regime") == r) for r in REGIMES}
-        tables, statuses = [], []
-        for key, fitted in models.items():
-            t, s = shap_core(fitted.model, frames, sspec, kinds.get(key))
+        rows = schema_rows_hash(*frames.values())
+        libs = model_core.library_versions()
+        tables, statuses, reused, mkeys = [], [], {}, []
+        for key, version in _versions(records).items():
+            # per model: its (content-keyed) version, its explainer, the validation rows and the shap spec
+            mkey = memo_key("shap", model=key, version=version, kind=kinds.get(key), shap=sspec, rows=rows,
+                            libraries=libs)
+            mkeys.append(mkey)
+            hit = memo.get("shap", mkey)
+            if hit is not None:
+                t, s = hit.frames["table"], hit.frames["status"]
+            else:
+                fitted = registry.load_registered_model(settings.model_store, key, version)
+                t, s = shap_core(fitted.model, frames, sspec, kinds.get(key))
+                memo.put("shap", mkey, {"table": t, "status": s}, {"model": key, "version": version})
+            reused[key] = hit is not None
             tables.append(t)
             statuses.append(s)
+        models = records
         table = pl.concat(tables, how="vertical_relaxed")
         status = pl.concat(statuses, how="vertical_relaxed")
+        # the metadata (comparison, plots) is a function of the tables: kept under the models' keys too
+        meta_key = memo_key("shap_metadata", models=mkeys, top_k=sspec.top_k)
+        meta_hit = memo.get("shap_metadata", meta_key) if all(reused.values()) else None
+        if meta_hit is not None:
+            meta = thaw_metadata(meta_hit.info["metadata"])
+            meta.update(reused=MetadataValue.bool(True), reused_models=MetadataValue.json(reused))
+            return Output(table, metadata=meta)
         comp = regime_comparison(table, sspec.top_k)
         top = table.filter(pl.col("rank") <= 5).sort("model", "regime", "rank")
         meta = {
             "rows": num(table.height), "status": md(status, 60), "regime_comparison": md(comp, 40),
             "top5_per_model_regime": md(top, 80),
             "seconds_total": num(round(float(status["seconds"].sum()), 2)),
+            "reused": MetadataValue.bool(bool(reused) and all(reused.values())),
+            "reused_models": MetadataValue.json(reused),
         }
         for key in models:
             name = key.removeprefix("model_")
             meta[f"plot_{name}"] = plot_md(plots.png_markdown(plots.shap_top_features_plot(
                 table, name if table.filter(pl.col("model") == name).height else key, sspec.top_k),
                 f"SHAP top features per regime: {name}"))
+        memo.put("shap_metadata", meta_key, {}, {"metadata": freeze_metadata(meta)})
         return Output(table, metadata=meta)
 
     return shap_importance

@@ -15,6 +15,7 @@ from regime_assets.core import model_card as card_core
 from regime_assets.core import models as model_core
 from regime_assets.core import registry
 from regime_assets.core.ensemble import fit_meta, meta_oof
+from regime_assets.core.memo import Entry, Memo, memo_key
 from regime_assets.rendering import calibration as cal_plots
 from regime_assets.resources.settings import RegimeSettings
 from regime_assets.spec import CLASSES, ModelSpec, Spec
@@ -22,6 +23,57 @@ from regime_assets.spec import CLASSES, ModelSpec, Spec
 OWNERS = ["team:ml-engineering"]
 GROUP = "training"
 RECORD_SCHEMA = registry.MODEL_RECORD_SCHEMA
+
+
+def memo_store(settings: RegimeSettings) -> Memo:
+    """The home's content-keyed memo (``memo/``), or one that keeps nothing when ``memo.enabled`` is off."""
+    return Memo(settings.home_path / "memo" if settings.spec.memo.enabled else None)
+
+
+def reused_version(memo: Memo, kind: str, key: str, store, name: str) -> Entry | None:
+    """The memo entry of a fit with ``key`` whose model version is still complete in the model store, else None
+    (a version that is gone, or a store elsewhere, means a new fit)."""
+    hit = memo.get(kind, key)
+    if hit is None:
+        return None
+    try:
+        meta = store.meta(name, hit.info.get("version"))
+    except Exception:  # noqa: BLE001 - not in this store (removed, another root): fit again
+        return None
+    if meta.get("memo_key") != key:
+        return None
+    return hit
+
+
+_METADATA_TYPES = {"TextMetadataValue": MetadataValue.text, "MarkdownMetadataValue": MetadataValue.md,
+                   "JsonMetadataValue": MetadataValue.json, "FloatMetadataValue": MetadataValue.float,
+                   "IntMetadataValue": MetadataValue.int, "BoolMetadataValue": MetadataValue.bool}
+
+
+def freeze_metadata(meta: dict) -> dict:
+    """Asset metadata as JSON ({key: [type, value]}) for a memo entry; ``thaw_metadata`` is its inverse."""
+    out = {}
+    for k, v in meta.items():
+        t = type(v).__name__
+        out[k] = [t, v.value] if t in _METADATA_TYPES else ["TextMetadataValue", str(getattr(v, "value", v))]
+    return out
+
+
+def thaw_metadata(frozen: dict) -> dict:
+    return {k: _METADATA_TYPES[t](v) for k, (t, v) in frozen.items()}
+
+
+def _scalars(report: dict) -> dict:
+    """The JSON-scalar entries of a calibration report (what its metadata shows)."""
+    return {k: (float(v) if isinstance(v, float) else v) for k, v in (report or {}).items()
+            if isinstance(v, (str, int, float, bool)) or v is None}
+
+
+def memo_metadata(reused: bool, key: str, key_seconds: float | None = None) -> dict:
+    out = {"reused": MetadataValue.bool(reused), "memo_key": MetadataValue.text(key)}
+    if key_seconds is not None:
+        out["memo_key_seconds"] = num(round(key_seconds, 3))
+    return out
 
 
 def _record(**kw) -> pl.DataFrame:
@@ -92,39 +144,68 @@ def build_model_asset(mspec: ModelSpec):
                     f"{' (standardised features)' if mspec.scale else ''}"
                     f"{' (sigmoid probability wrapper)' if mspec.calibrate else ''}; probabilities calibrated on "
                     "the training window's natural rows after a purged inner split (spec calibration), whose "
-                    "out-of-fold predictions feed the meta-learner. Each run stores a new version with its card.",
+                    "out-of-fold predictions feed the meta-learner. A fit stores a new version with its card; "
+                    "unchanged training rows, weights and recipe reuse the stored version (memo, no fit).",
     )
     def _model(context: AssetExecutionContext, settings: RegimeSettings, balanced_training_set: pl.DataFrame,
                sample_weights: pl.DataFrame, training_set: pl.DataFrame) -> Output[pl.DataFrame]:
         spec = settings.spec
+        name = f"model_{mspec.name}"
         train, w = _train_frame(balanced_training_set, sample_weights)
         natural = natural_rows(training_set)
         feats = model_core.feature_columns(train)
-        t0, c0 = time.perf_counter(), time.process_time()
-        fitted, oof = model_core.fit_with_oof(mspec, train, w, feats, spec.meta.inner_holdout_fraction,
-                                              spec.labels.horizon, natural=natural, calibration=spec.calibration,
-                                              wspec=spec.weights)
-        secs, cpu = time.perf_counter() - t0, time.process_time() - c0  # cpu: every thread of the process
-        om = _oof_metrics(oof)
-        dhash = model_core.data_hash(train)
-        libs = model_core.library_versions()
-        calib = fitted.calibration_report
-        meta = {
-            "spec_hash": spec.spec_hash, "data_hash": dhash, "features": feats, "classes": list(CLASSES),
-            "libraries": libs, "train_seconds": secs, "rows": train.height, "estimator": mspec.estimator,
-            "params": mspec.params, "oof_metrics": om, "calibration": calib, "kind": "base",
-            "train_start": str(train["date"].min()), "train_end": str(train["date"].max()),
-        }
-        card = card_core.model_card({**meta, "name": f"model_{mspec.name}"}, None)
-        version = registry.save_model(settings.model_store, f"model_{mspec.name}", fitted, meta, oof=oof, card=card)
-        card = card.replace(f"# Model card: model_{mspec.name}", f"# Model card: model_{mspec.name} {version}", 1)
-        registry.write_card(settings.model_store, f"model_{mspec.name}", version, card)
-        rec = _record(model_name=f"model_{mspec.name}", version=version, created_at=dt.datetime.now(dt.UTC),
-                      spec_hash=spec.spec_hash, data_hash=dhash, rows=train.height, features=json.dumps(feats),
-                      classes=json.dumps(list(CLASSES)), train_seconds=secs, oof_accuracy=om["accuracy"],
-                      oof_balanced_accuracy=om["balanced_accuracy"], oof_log_loss=om["log_loss"],
-                      libraries=json.dumps(libs), estimator=mspec.estimator, params=json.dumps(mspec.params),
-                      calibration=json.dumps(calib, default=str))
+        memo = memo_store(settings)
+        t_key = time.perf_counter()
+        key = model_core.fit_key(mspec, train, w, feats, spec.meta.inner_holdout_fraction, spec.labels.horizon,
+                                 natural=natural, calibration=spec.calibration, wspec=spec.weights)
+        key_secs = time.perf_counter() - t_key
+        hit = reused_version(memo, "models", key, settings.model_store, name)
+        if hit is not None:
+            rec, oof = hit.frames["record"], hit.frames["oof"]
+            rec = rec.with_columns(pl.lit(spec.spec_hash).alias("spec_hash"))
+            r = rec.row(0, named=True)
+            version, card, info = r["version"], hit.info["card"], hit.info
+            secs, cpu = info["train_seconds"], info["train_cpu_seconds"]
+            om = {"accuracy": r["oof_accuracy"], "balanced_accuracy": r["oof_balanced_accuracy"],
+                  "log_loss": r["oof_log_loss"]}
+            dhash, libs, calib = r["data_hash"], json.loads(r["libraries"]), info["calibration"]
+            cal_meta = (thaw_metadata(info["calibration_metadata"]) if "calibration_metadata" in info else
+                        calibration_metadata(oof, calib, spec.calibration.reliability_bins,
+                                             f"reliability on the calibration rows: {mspec.name}"))
+            context.log.info(f"{name}: inputs and recipe unchanged (memo key {key}): reusing version {version}, "
+                             "no fit")
+        else:
+            t0, c0 = time.perf_counter(), time.process_time()
+            fitted, oof = model_core.fit_with_oof(mspec, train, w, feats, spec.meta.inner_holdout_fraction,
+                                                  spec.labels.horizon, natural=natural,
+                                                  calibration=spec.calibration, wspec=spec.weights)
+            secs, cpu = time.perf_counter() - t0, time.process_time() - c0  # cpu: every thread of the process
+            om = _oof_metrics(oof)
+            dhash = model_core.data_hash(train)
+            libs = model_core.library_versions()
+            calib = fitted.calibration_report
+            meta = {
+                "spec_hash": spec.spec_hash, "data_hash": dhash, "features": feats, "classes": list(CLASSES),
+                "libraries": libs, "train_seconds": secs, "rows": train.height, "estimator": mspec.estimator,
+                "params": mspec.params, "oof_metrics": om, "calibration": calib, "kind": "base",
+                "train_start": str(train["date"].min()), "train_end": str(train["date"].max()), "memo_key": key,
+            }
+            card = card_core.model_card({**meta, "name": name}, None)
+            version = registry.save_model(settings.model_store, name, fitted, meta, oof=oof, card=card)
+            card = card.replace(f"# Model card: {name}", f"# Model card: {name} {version}", 1)
+            registry.write_card(settings.model_store, name, version, card)
+            rec = _record(model_name=name, version=version, created_at=dt.datetime.now(dt.UTC),
+                          spec_hash=spec.spec_hash, data_hash=dhash, rows=train.height, features=json.dumps(feats),
+                          classes=json.dumps(list(CLASSES)), train_seconds=secs, oof_accuracy=om["accuracy"],
+                          oof_balanced_accuracy=om["balanced_accuracy"], oof_log_loss=om["log_loss"],
+                          libraries=json.dumps(libs), estimator=mspec.estimator, params=json.dumps(mspec.params),
+                          calibration=json.dumps(calib, default=str))
+            cal_meta = calibration_metadata(oof, calib, spec.calibration.reliability_bins,
+                                            f"reliability on the calibration rows: {mspec.name}")
+            memo.put("models", key, {"record": rec, "oof": oof},
+                     {"name": name, "version": version, "card": card, "train_seconds": secs,
+                      "train_cpu_seconds": cpu, "calibration": _scalars(calib),
+                      "calibration_metadata": freeze_metadata(cal_meta)})
         return Output(rec, metadata={
             "version": MetadataValue.text(version), "spec_hash": MetadataValue.text(spec.spec_hash),
             "data_hash": MetadataValue.text(dhash), "train_rows": num(train.height), "features": num(len(feats)),
@@ -133,9 +214,9 @@ def build_model_asset(mspec: ModelSpec):
             "oof_accuracy": num(om["accuracy"]), "oof_balanced_accuracy": num(om["balanced_accuracy"]),
             "oof_log_loss": num(om["log_loss"]), "libraries": MetadataValue.json(libs),
             "params": MetadataValue.json(mspec.params),
-            **calibration_metadata(oof, calib, spec.calibration.reliability_bins,
-                                   f"reliability on the calibration rows: {mspec.name}"),
+            **cal_meta,
             "model_card": MetadataValue.md(card),
+            **memo_metadata(hit is not None, key, key_secs),
         })
 
     return _model
@@ -155,51 +236,76 @@ def build_meta_asset(spec: Spec):
     def meta_learner(context: AssetExecutionContext, settings: RegimeSettings, **records: pl.DataFrame):
         spec_ = settings.spec
         store = settings.model_store
-        fitted, oofs, versions = {}, {}, {}
-        for key, rec in records.items():
-            row = rec.row(0, named=True)
-            reg = registry.load_registered_model(store, row["model_name"], row["version"])
-            fitted[key.removeprefix("model_")] = reg.model
-            oofs[key.removeprefix("model_")] = reg.oof
-            versions[key] = row["version"]
-        t0 = time.perf_counter()
-        meta = fit_meta(oofs, spec_.meta, models=fitted, calibration=spec_.calibration)
-        secs = time.perf_counter() - t0
-        moof = meta_oof(meta, oofs)
-        om = _oof_metrics(moof)
-        wt = meta.weights_table()
+        versions = {key: rec.row(0, named=True)["version"] for key, rec in records.items()}
+        memo = memo_store(settings)
+        # the base versions are content-keyed (a version is reused only for the same inputs and recipe) and hold
+        # the out-of-fold rows the ensemble is fitted on
+        key = memo_key("meta_learner", base_versions=versions, meta=spec_.meta, calibration=spec_.calibration,
+                       libraries=model_core.library_versions())
+        hit = reused_version(memo, "meta_learner", key, store, "meta_learner")
         first = next(iter(records.values())).row(0, named=True)
-        first_meta = store.meta(first["model_name"], first["version"])
-        libs = model_core.library_versions()
-        info = {"spec_hash": spec_.spec_hash, "data_hash": first["data_hash"], "base_versions": versions,
-                "method": spec_.meta.method, "classes": list(CLASSES), "features": json.loads(first["features"]),
-                "libraries": libs, "train_seconds": secs, "rows": first["rows"], "kind": "ensemble",
-                "estimator": f"ensemble:{spec_.meta.method}", "weighted_fit": meta.weighted_fit,
-                "calibration": meta.calibration_report, "oof_metrics": om,
-                "train_start": first_meta.get("train_start"), "train_end": first_meta.get("train_end")}
-        card = card_core.model_card({**info, "name": "meta_learner"}, None)
-        version = registry.save_model(store, "meta_learner", meta, info, oof=moof, card=card)
-        card = card.replace("# Model card: meta_learner", f"# Model card: meta_learner {version}", 1)
-        registry.write_card(store, "meta_learner", version, card)
-        rec = _record(model_name="meta_learner", version=version, created_at=dt.datetime.now(dt.UTC),
-                      spec_hash=spec_.spec_hash, data_hash=first["data_hash"], rows=first["rows"],
-                      features=first["features"], classes=json.dumps(list(CLASSES)), train_seconds=secs,
-                      oof_accuracy=om["accuracy"], oof_balanced_accuracy=om["balanced_accuracy"],
-                      oof_log_loss=om["log_loss"],
-                      libraries=json.dumps(libs), estimator=f"ensemble:{spec_.meta.method}",
-                      params=json.dumps({"base_versions": versions, "weight_metric": spec_.meta.weight_metric,
-                                         "weighted_fit": meta.weighted_fit}),
-                      calibration=json.dumps(meta.calibration_report, default=str))
+        if hit is not None:
+            rec, moof, wt = hit.frames["record"], hit.frames["oof"], hit.frames["weights"]
+            rec = rec.with_columns(pl.lit(spec_.spec_hash).alias("spec_hash"))
+            version, card = rec["version"][0], hit.info["card"]
+            weighted_fit, calib_report = hit.info["weighted_fit"], hit.info["calibration"]
+            cal_meta = (thaw_metadata(hit.info["calibration_metadata"]) if "calibration_metadata" in hit.info else
+                        calibration_metadata(moof, calib_report, spec_.calibration.reliability_bins,
+                                             "reliability on the out-of-fold rows: meta_learner"))
+            om = {"log_loss": rec["oof_log_loss"][0], "balanced_accuracy": rec["oof_balanced_accuracy"][0]}
+            context.log.info(f"meta_learner: base versions and recipe unchanged (memo key {key}): reusing version "
+                             f"{version}, no fit")
+        else:
+            fitted, oofs = {}, {}
+            for key_, rec in records.items():
+                row = rec.row(0, named=True)
+                reg = registry.load_registered_model(store, row["model_name"], row["version"])
+                fitted[key_.removeprefix("model_")] = reg.model
+                oofs[key_.removeprefix("model_")] = reg.oof
+            t0 = time.perf_counter()
+            meta = fit_meta(oofs, spec_.meta, models=fitted, calibration=spec_.calibration)
+            secs = time.perf_counter() - t0
+            moof = meta_oof(meta, oofs)
+            om = _oof_metrics(moof)
+            wt = meta.weights_table()
+            weighted_fit, calib_report = meta.weighted_fit, meta.calibration_report
+            first_meta = store.meta(first["model_name"], first["version"])
+            libs = model_core.library_versions()
+            info = {"spec_hash": spec_.spec_hash, "data_hash": first["data_hash"], "base_versions": versions,
+                    "method": spec_.meta.method, "classes": list(CLASSES), "features": json.loads(first["features"]),
+                    "libraries": libs, "train_seconds": secs, "rows": first["rows"], "kind": "ensemble",
+                    "estimator": f"ensemble:{spec_.meta.method}", "weighted_fit": meta.weighted_fit,
+                    "calibration": meta.calibration_report, "oof_metrics": om,
+                    "train_start": first_meta.get("train_start"), "train_end": first_meta.get("train_end"),
+                    "memo_key": key}
+            card = card_core.model_card({**info, "name": "meta_learner"}, None)
+            version = registry.save_model(store, "meta_learner", meta, info, oof=moof, card=card)
+            card = card.replace("# Model card: meta_learner", f"# Model card: meta_learner {version}", 1)
+            registry.write_card(store, "meta_learner", version, card)
+            rec = _record(model_name="meta_learner", version=version, created_at=dt.datetime.now(dt.UTC),
+                          spec_hash=spec_.spec_hash, data_hash=first["data_hash"], rows=first["rows"],
+                          features=first["features"], classes=json.dumps(list(CLASSES)), train_seconds=secs,
+                          oof_accuracy=om["accuracy"], oof_balanced_accuracy=om["balanced_accuracy"],
+                          oof_log_loss=om["log_loss"],
+                          libraries=json.dumps(libs), estimator=f"ensemble:{spec_.meta.method}",
+                          params=json.dumps({"base_versions": versions, "weight_metric": spec_.meta.weight_metric,
+                                             "weighted_fit": meta.weighted_fit}),
+                          calibration=json.dumps(meta.calibration_report, default=str))
+            cal_meta = calibration_metadata(moof, calib_report, spec_.calibration.reliability_bins,
+                                            "reliability on the out-of-fold rows: meta_learner")
+            memo.put("meta_learner", key, {"record": rec, "oof": moof, "weights": wt},
+                     {"version": version, "card": card, "weighted_fit": weighted_fit,
+                      "calibration": _scalars(calib_report), "calibration_metadata": freeze_metadata(cal_meta)})
         return Output(rec, metadata={
             "version": MetadataValue.text(version), "method": MetadataValue.text(spec_.meta.method),
             "weights": md(wt), "base_versions": MetadataValue.json(versions),
-            "weighted_fit": MetadataValue.bool(meta.weighted_fit),
+            "weighted_fit": MetadataValue.bool(weighted_fit),
             "spec_hash": MetadataValue.text(spec_.spec_hash),
             "oof_rows": num(moof.height), "oof_log_loss": num(om["log_loss"]),
             "oof_balanced_accuracy": num(om["balanced_accuracy"]),
-            **calibration_metadata(moof, meta.calibration_report, spec_.calibration.reliability_bins,
-                                   "reliability on the out-of-fold rows: meta_learner"),
+            **cal_meta,
             "model_card": MetadataValue.md(card),
+            **memo_metadata(hit is not None, key),
         })
 
     return meta_learner

@@ -17,6 +17,9 @@ from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, Metadat
 
 from regime_assets.assets._meta import md, num, plot_md
 from regime_assets.assets.state import production_record
+from regime_assets.assets.training import freeze_metadata, memo_metadata, memo_store, thaw_metadata
+from regime_assets.core import models as model_core
+from regime_assets.core.memo import memo_key
 from regime_assets.rendering import plots
 from regime_assets.core.splits import to_days
 from regime_assets.core.walk_forward import (
@@ -30,6 +33,7 @@ from regime_assets.core.walk_forward import (
     build_recipe,
     candidate_names,
     production_arm_name,
+    run_code_hash,
     run_walk_forward,
 )
 from regime_assets.core.walk_forward import report
@@ -192,6 +196,51 @@ def walk_forward(context: AssetExecutionContext, settings: RegimeSettings):
     spec = settings.spec
     store = fold_store(settings)
     rec, champ, champ_hash = champion_recipe(settings, store)
+    memo = memo_store(settings)
+    with settings.connect() as conn:
+        # the whole step's memo: both tables are a function of the rows it reads, the spec and the champion's
+        # recipe; when a previous run with the same key left exactly the tables it wrote, nothing is read again
+        key = memo_key("walk_forward", labeled=table_hash(conn, "labeled_samples"),
+                       archive=table_hash(conn, "rare_event_archive"), spec=spec.spec_hash,
+                       champion=None if champ is None else [champ.spec.spec_hash, champ.candidate],
+                       fold_store=store.root is not None, libraries=model_core.library_versions(),
+                       code=run_code_hash())
+        hit = memo.get("walk_forward", key)
+        outputs = (PREDICTIONS, LOCO_PREDICTIONS)
+        if hit is not None and (hit.info.get("outputs") != {t: table_hash(conn, t) for t in outputs}
+                                or (store.root is not None and store.read_recipes(spec.spec_hash) is None)):
+            hit = None
+    if hit is not None:
+        context.log.info(f"walk forward: rows, spec and champion unchanged (memo key {key}): the stored tables "
+                         "are this run's, nothing read or fitted")
+        for asset_key in outputs:
+            meta = thaw_metadata(hit.info["metadata"][asset_key])
+            meta.update(fits=num(0), champion=MetadataValue.text(_champion_text(rec, champ, champ_hash)),
+                        **memo_metadata(True, key))
+            if asset_key == LOCO_PREDICTIONS:
+                meta.pop("champion")
+            yield MaterializeResult(asset_key=asset_key, metadata=meta)
+        return
+    metas = _walk_forward_run(context, settings, store, rec, champ, champ_hash)
+    with settings.connect() as conn:
+        outs = {t: table_hash(conn, t) for t in outputs}
+    memo.put("walk_forward", key, {}, {"outputs": outs,
+                                       "metadata": {k: freeze_metadata(v) for k, v in metas.items()}})
+    for asset_key in outputs:
+        yield MaterializeResult(asset_key=asset_key, metadata={**metas[asset_key], **memo_metadata(False, key)})
+
+
+def _champion_text(rec, champ, champ_hash) -> str:
+    return "none" if rec is None else (
+        f"{rec['model_name']} {rec['version']}: " + (
+            "recipe unknown (no stored spec): not compared on the walk-forward" if champ_hash is None else
+            f"recipe {champ_hash} = a current candidate's" if champ is None else
+            f"recipe {champ_hash} recomputed from its stored spec as model 'champion'"))
+
+
+def _walk_forward_run(context, settings: RegimeSettings, store: FoldStore, rec, champ, champ_hash) -> dict:
+    """Run the walk-forward (folds from the fold store where it holds them); {asset: metadata}."""
+    spec = settings.spec
     with settings.connect() as conn:
         conn.execute(f"set memory_limit = '{DUCKDB_MEMORY}'")  # DuckDB's buffers, not the default 80 % of RAM
         src = WarehouseRows(conn)
@@ -207,17 +256,13 @@ def walk_forward(context: AssetExecutionContext, settings: RegimeSettings):
             f'"{PREDICTIONS}" group by model order by model')
     wf_folds = res.folds.filter(pl.col("event_id").is_null())
     loco_folds = res.folds.filter(pl.col("event_id").is_not_null())
-    champ_text = "none" if rec is None else (
-        f"{rec['model_name']} {rec['version']}: " + (
-            "recipe unknown (no stored spec): not compared on the walk-forward" if champ_hash is None else
-            f"recipe {champ_hash} = a current candidate's" if champ is None else
-            f"recipe {champ_hash} recomputed from its stored spec as model 'champion'"))
+    champ_text = _champion_text(rec, champ, champ_hash)
     common = {
         "spec_hash": MetadataValue.text(spec.spec_hash), "seconds": num(round(res.seconds, 1)),
         "fits": num(res.settings["fits"]), "reused_from_fold_store": num(res.settings["reused"]),
         "fold_store": MetadataValue.text(str(store.root) if store.root else "off"),
     }
-    yield MaterializeResult(asset_key=PREDICTIONS, metadata={
+    pred_meta = {
         **common, "rows": num(sink.rows), "folds": md(wf_folds.drop("event_id", "event_regime", "after_start",
                                                                     "after_end"), 40),
         "models": md(models, 60), "folds_run": num(res.settings["folds_run"]),
@@ -228,11 +273,25 @@ def walk_forward(context: AssetExecutionContext, settings: RegimeSettings):
         "fit_seconds_by_model": md(res.fit_log.group_by("model").agg(
             pl.col("seconds").sum().round(2), (~pl.col("cached")).sum().alias("fits"),
             pl.col("cached").sum().alias("reused")).sort("model"), 60),
-    })
-    yield MaterializeResult(asset_key=LOCO_PREDICTIONS, metadata={
+    }
+    loco_meta = {
         **common, "rows": num(loco.height), "events": md(loco_folds.select(
             "event_id", "event_regime", "test_start", "test_end", "test_rows", "train_rows", "archive_rows",
-            "fits", "reused", "status"), 40)})
+            "fits", "reused", "status"), 40)}
+    return {PREDICTIONS: pred_meta, LOCO_PREDICTIONS: loco_meta}
+
+
+def table_hash(conn, table: str) -> str:
+    """A content hash of a warehouse table (columns, types, and every row in its stored order), computed in DuckDB
+    (``hash`` of each row with its position), with DuckDB's version; ``missing`` for no table."""
+    import duckdb
+
+    cols = conn.execute("select column_name, data_type from information_schema.columns where table_schema = ? and "
+                        "table_name = ? order by ordinal_position", [DEFAULT_SCHEMA, table]).fetchall()
+    if not cols:
+        return "missing"
+    n, h = conn.execute(f'select count(*), sum(hash(t, t.rowid)) from "{DEFAULT_SCHEMA}"."{table}" t').fetchall()[0]
+    return f"duckdb={duckdb.__version__}|{cols}|{n}|{h}"
 
 
 def _read_model(conn, table: str, model: str) -> pl.DataFrame:
@@ -274,8 +333,27 @@ def walk_forward_evaluation(context: AssetExecutionContext, settings: RegimeSett
     espec, wf = spec.evaluation, spec.walk_forward
     metric = spec.gate.primary_metric
     with settings.connect() as conn:
+        # the bootstraps are seeded: the table is a deterministic function of both prediction tables and the spec
+        key = memo_key("walk_forward_evaluation", predictions=table_hash(conn, PREDICTIONS),
+                       loco=table_hash(conn, LOCO_PREDICTIONS), evaluation=espec, metric=metric,
+                       arms=list(wf.arms), production_arms=list(wf.production_arms), models=list(wf.models))
+        memo = memo_store(settings)
+        hit = memo.get("walk_forward_evaluation", key)
         models = [r[0] for r in conn.execute(
             f'select distinct model from "{DEFAULT_SCHEMA}"."{PREDICTIONS}" order by model').fetchall()]
+    if hit is not None:
+        out = hit.frames["frame"]
+    else:
+        out = _walk_forward_table(settings, models)
+        memo.put("walk_forward_evaluation", key, {"frame": out})
+    return Output(out, metadata={**_walk_forward_metadata(spec, out, models), **memo_metadata(hit is not None, key)})
+
+
+def _walk_forward_table(settings: RegimeSettings, models: list[str]) -> pl.DataFrame:
+    spec = settings.spec
+    espec, wf = spec.evaluation, spec.walk_forward
+    metric = spec.gate.primary_metric
+    with settings.connect() as conn:
         span = conn.execute(f'select min(test_start), max(test_end) from "{DEFAULT_SCHEMA}"."{PREDICTIONS}"'
                             ).fetchall()[0]
         years = list(range(span[0].year, span[1].year + 1)) if span[0] is not None else []
@@ -301,7 +379,11 @@ def walk_forward_evaluation(context: AssetExecutionContext, settings: RegimeSett
         cache.clear()
         loco = _query(conn, f'select * from "{DEFAULT_SCHEMA}"."{LOCO_PREDICTIONS}"')
     loco_rows = report.loco_rows(loco, espec, ("balanced_accuracy", "log_loss", "brier", "rank_ic"))
-    out = report.as_table([*rows, *diffs, *loco_rows])
+    return report.as_table([*rows, *diffs, *loco_rows])
+
+
+def _walk_forward_metadata(spec: Spec, out: pl.DataFrame, models: list[str]) -> dict:
+    espec, metric = spec.evaluation, spec.gate.primary_metric
     cands = candidate_names(spec)
     show = [c for c in [META_MODEL, *BASELINES] if c in models]
     best = (out.filter((pl.col("table") == "metrics") & (pl.col("regime") == "overall") & (pl.col("year") == "all")
@@ -329,7 +411,7 @@ def walk_forward_evaluation(context: AssetExecutionContext, settings: RegimeSett
             f"{empty.height} model x regime x year groups have no rows (kept as n = 0 rows): " +
             ", ".join(sorted({f"{r} {y}" for _, r, y in empty.iter_rows()})[:40])),
     }
-    return Output(out, metadata=meta)
+    return meta
 
 
 def production_shrinkage(settings: RegimeSettings):

@@ -495,3 +495,18 @@ def library_versions() -> dict[str, str]:
             except metadata.PackageNotFoundError:
                 continue
     return out
+
+
+def fit_key(mspec: ModelSpec, train: pl.DataFrame, weights: np.ndarray | None, features: list[str],
+            inner_holdout_fraction: float, horizon: int, natural: pl.DataFrame | None = None,
+            calibration: CalibrationSpec | None = None, wspec: WeightSpec | None = None) -> str:
+    """The memo key of ``fit_with_oof`` with these arguments: the model's spec (estimator, params, seed, scaling,
+    calibration choice), the recipe's settings, the feature list, the libraries' versions and content hashes of the
+    training rows, their weights and the natural rows. Same key => the same fit."""
+    from regime_assets.core.memo import array_hash, memo_key, schema_rows_hash
+
+    return memo_key(
+        "model_fit", model=mspec, features=list(features), inner_holdout_fraction=inner_holdout_fraction,
+        horizon=horizon, calibration=calibration, weights_spec=wspec, libraries=library_versions(),
+        train=schema_rows_hash(train), weights=None if weights is None else array_hash(np.asarray(weights)),
+        natural=None if natural is None else schema_rows_hash(natural))

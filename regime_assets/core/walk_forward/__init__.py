@@ -84,6 +84,21 @@ __all__ = ["NO_SHRINKAGE", "ARMS", "BASELINES", "BASELINE_PRIOR", "BASELINE_REGI
            "arm_model_name", "build_recipe", "production_arm_name", "run_walk_forward", "candidate_names"]
 
 
+def run_code_hash() -> str:
+    """Hash of the code behind the walk-forward's tables: the recipe code (``fit.code_hash``) and the fold loop,
+    plan, store and regime shrinkage, so a memo of the whole step is not reused across a code change."""
+    import hashlib
+    import inspect
+    import sys
+
+    from regime_assets.core.walk_forward import fit, plan, store
+
+    h = hashlib.sha256(fit.code_hash().encode())
+    for mod in (sys.modules[__name__], plan, store, shrink_core):
+        h.update(inspect.getsource(mod).encode())
+    return h.hexdigest()[:16]
+
+
 def candidate_names(spec: Spec) -> list[str]:
     """The names the gate may promote: every enabled spec model and the meta-learner."""
     return [*(m.name for m in spec.enabled_models), META_MODEL]

@@ -25,18 +25,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
-
-def rows_hash(*frames: pl.DataFrame) -> str:
-    """sha256 (24 hex) of the frames' content in their row order (row hashes + shapes + column names)."""
-    h = hashlib.sha256(f"polars={pl.__version__}".encode())
-    for f in frames:
-        h.update(f"|{f.height}|{','.join(f.columns)}|".encode())
-        if f.height:
-            h.update(np.ascontiguousarray(f.hash_rows(seed=0).to_numpy()).tobytes())
-    return h.hexdigest()[:24]
+from regime_assets.core.memo import rows_hash  # noqa: F401  (the one row hash; fit.py imports it from here)
 
 
 def fold_key(window: tuple[str, ...], rows: str, recipe: str) -> str:
