@@ -12,6 +12,7 @@ from regime_assets.core import backtest as bt
 from regime_assets.core.signals import build_signals, signal_dates, signal_rows, top_bottom
 from regime_assets.rendering import plots
 from regime_assets.rendering import signals as signal_plots
+from regime_assets.resources import tables
 from regime_assets.resources.settings import RegimeSettings
 
 OWNERS = ["team:quant-research"]
@@ -33,14 +34,15 @@ def load_production_model(settings: RegimeSettings) -> tuple[object, dict] | Non
     return model, rec
 
 
-@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse", deps=["production_model"],
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse", deps=["production_model", "features"],
        output_required=False,
        description="The production model on the latest dates with features (spec signals.n_dates; the last one is "
                    "the as-of date), one row per date x symbol: P(sell), P(hold), P(buy), score = P(buy) - P(sell), "
                    "its cross-sectional rank, the action, the symbol's regime and the date's VIX source, model "
                    "version, spec hash, as-of date. Without a promoted model it fails (or, with "
-                   "signals.without_model 'skip', is skipped) with that reason.")
-def signals(context: AssetExecutionContext, settings: RegimeSettings, features: pl.DataFrame,
+                   "signals.without_model 'skip', is skipped) with that reason. Reads only the features of those "
+                   "dates.")
+def signals(context: AssetExecutionContext, settings: RegimeSettings,
             regime_labels: pl.DataFrame, market_context: pl.DataFrame):
     spec = settings.spec
     loaded = load_production_model(settings)
@@ -51,8 +53,11 @@ def signals(context: AssetExecutionContext, settings: RegimeSettings, features: 
         return
 
     model, rec = loaded
-    dates = signal_dates(features, spec.signals.n_dates)
-    rows = signal_rows(features, dates)
+    with settings.connect() as conn:
+        tables.require(conn, "features")
+        dates = signal_dates(tables.query(conn, f"select distinct date from {tables.qualified('features')}"),
+                             spec.signals.n_dates)
+        rows = signal_rows(tables.rows(conn, "features", "date between ? and ?", [dates[0], dates[-1]]), dates)
     if "regime" not in rows.columns:  # as in labeled_samples, for a model that reads the regime
         rows = rows.join(regime_labels.select("symbol", "date", "regime"), on=["symbol", "date"], how="left")
     proba = np.asarray(model.predict_proba(rows))
