@@ -392,7 +392,8 @@ def run_graph(n: int, years: float, args) -> dict:
         sp, out, home = Path(tmp) / "spec.yaml", Path(tmp) / "e2e.json", Path(tmp) / "home"
         sp.write_text(yaml.safe_dump(spec, sort_keys=False))
         cmd = [sys.executable, str(Path(__file__).resolve().with_name("end_to_end.py")), "--spec", str(sp),
-               "--home", str(home), "--json", str(out), "--verbose"]
+               "--home", str(home), "--json", str(out), "--verbose",
+               *(["--select", args.select] if args.select else [])]
         env = {k: v for k, v in os.environ.items() if k != "REGIME_ASSETS_SPEC"}
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -469,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=0, help="seconds per size (0 = none)")
     ap.add_argument("--json", help="write the figures to this JSON file")
     ap.add_argument("--graph", action="store_true", help="run the whole graph (materialize_all) per size")
+    ap.add_argument("--select", help="with --graph: only this asset selection (bench/end_to_end.py --select)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child mode: one size
     ap.add_argument("--progress", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -34,6 +34,16 @@ def load_production_model(settings: RegimeSettings) -> tuple[object, dict] | Non
     return model, rec
 
 
+def signal_feature_rows(settings: RegimeSettings, n_dates: int) -> tuple[list, pl.DataFrame]:
+    """(``signal_dates``, ``signal_rows``) of the stored features, reading only the rows of those dates."""
+    with settings.connect() as conn:
+        tables.require(conn, "features")
+        dates = signal_dates(tables.query(conn, f"select distinct date from {tables.qualified('features')}"),
+                             n_dates)
+        rows = tables.rows(conn, "features", "date between ? and ?", [dates[0], dates[-1]], order="")
+    return dates, signal_rows(rows, dates)
+
+
 @asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse", deps=["production_model", "features"],
        output_required=False,
        description="The production model on the latest dates with features (spec signals.n_dates; the last one is "
@@ -53,11 +63,7 @@ def signals(context: AssetExecutionContext, settings: RegimeSettings,
         return
 
     model, rec = loaded
-    with settings.connect() as conn:
-        tables.require(conn, "features")
-        dates = signal_dates(tables.query(conn, f"select distinct date from {tables.qualified('features')}"),
-                             spec.signals.n_dates)
-        rows = signal_rows(tables.rows(conn, "features", "date between ? and ?", [dates[0], dates[-1]]), dates)
+    dates, rows = signal_feature_rows(settings, spec.signals.n_dates)
     if "regime" not in rows.columns:  # as in labeled_samples, for a model that reads the regime
         rows = rows.join(regime_labels.select("symbol", "date", "regime"), on=["symbol", "date"], how="left")
     proba = np.asarray(model.predict_proba(rows))
