@@ -3,7 +3,7 @@ predictions (``core/signals.py``, ``core/backtest.py``; charts in ``rendering/si
 
 import numpy as np
 import polars as pl
-from dagster import AssetExecutionContext, AssetIn, AssetKey, Failure, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetKey, Failure, MetadataValue, Output, asset
 
 from regime_assets.assets._meta import md, num, plot_md
 from regime_assets.assets import state
@@ -85,21 +85,32 @@ def signals(context: AssetExecutionContext, settings: RegimeSettings,
     yield Output(out, metadata=meta)
 
 
-@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
-       ins={UPSTREAM_PREDICTIONS: AssetIn(metadata={"columns": [*bt.PRED_COLUMNS, "fold", "test_start"]})},
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse", deps=[UPSTREAM_PREDICTIONS],
        description="Cost-aware backtest of the out-of-sample predictions of every model, the baselines and the "
                    "ablation arms: long-short top/bottom k and long-only top k (overlapping books held the label "
                    "horizon, costs per side from the spec), benchmarks equal weight and the index; annualized "
                    "return and volatility, Sharpe, information ratio, max drawdown, hit rate, turnover, IC/ICIR/"
                    "rank IC/rank ICIR overall, by market regime and by year, with stationary block-bootstrap "
-                   "intervals.")
-def signal_backtest(context: AssetExecutionContext, settings: RegimeSettings,
-                    walk_forward_predictions: pl.DataFrame, raw_prices: pl.DataFrame,
+                   "intervals. Reads the predictions one model at a time.")
+def signal_backtest(context: AssetExecutionContext, settings: RegimeSettings, raw_prices: pl.DataFrame,
                     market_context: pl.DataFrame) -> Output[pl.DataFrame]:
     spec = settings.spec
     try:
-        res = bt.run_backtest(walk_forward_predictions, raw_prices, market_context, spec.backtest,
-                              spec.labels.horizon, spec.regimes)
+        with settings.connect() as conn:
+            have = tables.require(conn, UPSTREAM_PREDICTIONS)
+            bt.prepare_predictions(pl.DataFrame(schema={c: pl.Utf8 for c in have}).head(0))  # the columns, first
+            src = tables.qualified(UPSTREAM_PREDICTIONS)
+            models = [r[0] for r in conn.execute(f"select distinct model from {src} order by model").fetchall()]
+            universe = tables.query(conn, f"select symbol, date, any_value(regime) as regime from {src} "
+                                          "group by symbol, date order by symbol, date")
+            cols = ", ".join(f'"{c}"' for c in [*bt.PRED_COLUMNS, "fold", "test_start"])
+
+            def load(m: str) -> pl.DataFrame:
+                return tables.query(conn, f"select {cols} from {src} where model = ? order by fold, date, symbol",
+                                    [m])
+
+            res = bt.run_backtest_by_model(models, load, universe, raw_prices, market_context, spec.backtest,
+                                           spec.labels.horizon, spec.regimes)
     except bt.BacktestError as err:
         raise Failure(description=f"bad input: {err}", allow_retries=False) from None
     metrics = res.metrics
