@@ -113,3 +113,25 @@ def test_signal_rows_from_the_last_dates_equal_the_whole_call(warehouse):
     dates, rows = signal_feature_rows(settings, n)
     assert dates == signal_dates(t["features"], n) and len(dates) == n
     assert_frame_equal(rows, signal_rows(t["features"], dates))
+
+
+@pytest.mark.parametrize("shuffled_keys", [False, True])
+def test_stored_labels_keep_the_features_order_and_drop_rows_without_a_regime(warehouse, shuffled_keys):
+    """The positional join (keys read in the table's order) and the keyed fallback give build_labels' frame, also
+    when some features rows have no regime."""
+    from regime_assets.assets.samples import _store_labeled
+    from regime_assets.core.labels import build_labels, label_columns
+
+    settings, t = warehouse
+    feats, prices = t["features"], t["raw_prices"]
+    regimes = t["regime_labels"].filter(pl.col("date") != pl.col("date").min())  # a date without regimes
+    want = build_labels(feats, regimes, settings.spec.labels, prices)
+    assert 0 < want.height < feats.height
+    conn = duckdb.connect()
+    conn.execute("create table main.features as select * from feats")
+    keys = conn.sql("select symbol, date from main.features").pl()
+    if shuffled_keys:
+        keys = keys.sample(fraction=1.0, shuffle=True, seed=1)
+    _store_labeled(conn, keys, label_columns(keys, regimes, settings.spec.labels, prices))
+    got = pl.from_arrow(conn.sql("select * from main.labeled_samples").to_arrow_table())
+    assert_frame_equal(got, want)

@@ -65,17 +65,12 @@ def labeled_samples(context: AssetExecutionContext, settings: RegimeSettings, re
         clash = [c for c in LABEL_COLUMNS if c in cols]
         if clash:
             raise LabelError(f"labels: features already has columns {clash}")
-        keys = tables.rows(conn, "features", cols=["symbol", "date"])
-        lab = label_columns(keys, regime_labels, spec.labels, raw_prices).drop("_row")
+        # the keys in the table's own (scan) order; the label columns come back aligned to them
+        keys = tables.rows(conn, "features", cols=["symbol", "date"], order="")
+        lab = label_columns(keys, regime_labels, spec.labels, raw_prices)
+        _store_labeled(conn, keys, lab)
+        lab = lab.drop("_row")
         del keys
-        arrow = lab.to_arrow()  # noqa: F841  (referenced by name in the SQL)
-        # one statement: a killed run leaves the previous table
-        conn.execute(
-            f"create or replace table {tables.qualified(LABELED)} as select f.*, "
-            + ", ".join(f"l.{c}" for c in LABEL_COLUMNS)
-            + f" from {tables.qualified('features')} f join arrow l on f.symbol = l.symbol and f.date = l.date "
-            "order by f.symbol, f.date")
-        del arrow
         table_meta = tables.table_metadata(conn, LABELED)
     # the metadata from the label columns only (the same rows, in the table's order)
     labelled = lab.select("date", "regime", "label").filter(pl.col("label").is_not_null())
@@ -92,6 +87,28 @@ def labeled_samples(context: AssetExecutionContext, settings: RegimeSettings, re
     for cls in ("sell", "hold", "buy"):
         meta[f"share_{cls}"] = num(round(float((labelled["label"] == cls).mean() or 0.0), 4))
     return MaterializeResult(metadata={**table_meta, **meta})
+
+
+def _store_labeled(conn, keys: pl.DataFrame, lab: pl.DataFrame) -> None:
+    """``labeled_samples`` = the stored features + the label columns, only the rows with a regime, in the features'
+    order, in one statement (a killed run leaves the previous table). The label columns are aligned to the
+    features rows and attached with a positional join: nothing is sorted or hashed on the wide rows."""
+    aligned = lab.drop("symbol", "date")
+    if lab.height != keys.height:  # rows without a regime: aligned as nulls, filtered out below
+        aligned = (pl.DataFrame({"_row": pl.int_range(keys.height, dtype=pl.UInt32, eager=True)})
+                   .join(aligned, on="_row", how="left").sort("_row"))
+    arrow = keys.hstack(aligned.drop("_row")).to_arrow()  # noqa: F841  (referenced by name in the SQL)
+    feats, out = tables.qualified("features"), tables.qualified(LABELED)
+    label_cols = ", ".join(f"l.{c}" for c in LABEL_COLUMNS)
+    # the positional join needs the table scanned in the order the keys were read: checked, else a keyed join
+    moved = conn.execute(f"select count(*) from (select symbol, date from {feats}) f positional join arrow l "
+                         "where f.symbol is distinct from l.symbol or f.date is distinct from l.date").fetchall()[0][0]
+    if moved == 0:
+        conn.execute(f"create or replace table {out} as select f.*, {label_cols} from {feats} f positional join "
+                     "arrow l where l.regime is not null")
+    else:
+        conn.execute(f"create or replace table {out} as select f.*, {label_cols} from {feats} f join arrow l "
+                     "on f.symbol = l.symbol and f.date = l.date where l.regime is not null order by f.symbol, f.date")
 
 
 def _event_rows(settings: RegimeSettings, events: list[EventSpec]) -> tuple[pl.DataFrame, tuple]:
