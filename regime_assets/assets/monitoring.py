@@ -113,7 +113,7 @@ def drift_report(context: AssetExecutionContext, settings: RegimeSettings) -> Ou
 def drift_rows(settings: RegimeSettings) -> pl.DataFrame:
     """The rows of labeled_samples ``drift_windows`` can read: from the reference start of the windows as of the
     table's last date (``window_dates``) on, in the table's order."""
-    with settings.connect() as conn:
+    with tables.connect(settings) as conn:
         tables.require(conn, LABELED)
         as_of = conn.execute(f"select max(date) from {tables.qualified(LABELED)}").fetchall()[0][0]
         if as_of is None:
@@ -148,7 +148,7 @@ def new_rare_events(context: AssetExecutionContext, settings: RegimeSettings, ma
     appended = 0
     if cand.height:
         rows, _ = event_archive_rows(settings, as_event_specs(cand, as_of))
-        with settings.connect() as conn:
+        with tables.connect(settings) as conn:
             appended = write_table(conn, DEFAULT_SCHEMA, "rare_event_archive", rows, archive_core.ARCHIVE_KEY)
         context.log_event(AssetMaterialization(
             asset_key="rare_event_archive",

@@ -23,7 +23,7 @@ from regime_assets.core.training_set import (
 from regime_assets.core.weights import sample_weights as weigh
 from regime_assets.resources.settings import RegimeSettings
 from regime_assets.resources import tables
-from regime_assets.resources.warehouse import APPEND_KEY, DUCKDB_MEMORY_LIMIT
+from regime_assets.resources.warehouse import APPEND_KEY, DEFAULT_SCHEMA, write_table
 from regime_assets.spec import EventSpec
 
 OWNERS = ["team:quant-research"]
@@ -39,16 +39,21 @@ def _features_of(df: pl.DataFrame) -> list[str]:
 @asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
        description="Point-in-time features per symbol-day (returns, volatility, drawdown, moving-average gaps, "
                    "RSI, MACD, Bollinger, beta/relative strength to the index, VIX level/changes/percentile, "
-                   "sector), computed in polars over all symbols at once. Columns f_*.")
+                   "sector), computed in polars over all symbols at once. Columns f_*. Writes its own table "
+                   "(DuckDB's buffers bounded), read by its consumers with SQL.")
 def features(context: AssetExecutionContext, settings: RegimeSettings, raw_prices: pl.DataFrame,
-             market_context: pl.DataFrame, sectors: pl.DataFrame) -> Output[pl.DataFrame]:
+             market_context: pl.DataFrame, sectors: pl.DataFrame) -> MaterializeResult:
     spec = settings.spec
     out = build_features(raw_prices, market_context, sectors, spec.features)
     cat = feature_catalog(spec.features, volume="volume" in raw_prices.columns)
     meta = base_meta(out.select("symbol", "date", "sector", *_features_of(out)[:8]), spec.spec_hash)
     meta.update({"rows": num(out.height), "feature_count": num(len(_features_of(out))),
                  "feature_catalog": md(cat, 400)})
-    return Output(out, metadata=meta)
+    with tables.connect(settings) as conn:  # replaced in one statement, as the IO manager does
+        write_table(conn, DEFAULT_SCHEMA, "features", out)
+        del out
+        meta = {**tables.table_metadata(conn, "features"), **meta}
+    return MaterializeResult(metadata=meta)
 
 
 @asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse", deps=["features"],
@@ -59,8 +64,7 @@ def features(context: AssetExecutionContext, settings: RegimeSettings, raw_price
 def labeled_samples(context: AssetExecutionContext, settings: RegimeSettings, regime_labels: pl.DataFrame,
                     raw_prices: pl.DataFrame) -> MaterializeResult:
     spec = settings.spec
-    with settings.connect() as conn:
-        conn.execute(f"set memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+    with tables.connect(settings) as conn:
         cols = tables.require(conn, "features")
         clash = [c for c in LABEL_COLUMNS if c in cols]
         if clash:
@@ -113,7 +117,7 @@ def _store_labeled(conn, keys: pl.DataFrame, lab: pl.DataFrame) -> None:
 
 def _event_rows(settings: RegimeSettings, events: list[EventSpec]) -> tuple[pl.DataFrame, tuple]:
     """The labelled rows of labeled_samples inside the events' windows, and the table's first and last date."""
-    with settings.connect() as conn:
+    with tables.connect(settings) as conn:
         where, params = tables.date_ranges([(e.start, e.end) for e in events])
         rows = tables.rows(conn, LABELED, f"label is not null and {where}", params)
         span = conn.execute(f"select min(date), max(date) from {tables.qualified(LABELED)}").fetchall()[0]
@@ -166,7 +170,7 @@ def error_replay_buffer(context: AssetExecutionContext, settings: RegimeSettings
         where, params = "label is not null and date > ?", [train_end]
         if as_of is not None:
             where, params = where + " and date <= ?", [*params, as_of]
-    with settings.connect() as conn:
+    with tables.connect(settings) as conn:
         recent = tables.rows(conn, LABELED, where, params)
     candidates = replay_core.after_training_window(recent, train_end, as_of)
     del recent
@@ -190,7 +194,7 @@ def error_replay_buffer(context: AssetExecutionContext, settings: RegimeSettings
 def window_rows(settings: RegimeSettings) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(the labelled rows of labeled_samples in the training window, the table's calendar): what
     ``build_training_set`` reads of it (``window_bounds`` gives the window from the calendar)."""
-    with settings.connect() as conn:
+    with tables.connect(settings) as conn:
         cols = tables.require(conn, LABELED)
         missing = [c for c in TRAINING_REQUIRED if c not in cols]
         if missing:

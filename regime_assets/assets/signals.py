@@ -36,7 +36,7 @@ def load_production_model(settings: RegimeSettings) -> tuple[object, dict] | Non
 
 def signal_feature_rows(settings: RegimeSettings, n_dates: int) -> tuple[list, pl.DataFrame]:
     """(``signal_dates``, ``signal_rows``) of the stored features, reading only the rows of those dates."""
-    with settings.connect() as conn:
+    with tables.connect(settings) as conn:
         tables.require(conn, "features")
         dates = signal_dates(tables.query(conn, f"select distinct date from {tables.qualified('features')}"),
                              n_dates)
@@ -96,7 +96,7 @@ def signal_backtest(context: AssetExecutionContext, settings: RegimeSettings, ra
                     market_context: pl.DataFrame) -> Output[pl.DataFrame]:
     spec = settings.spec
     try:
-        with settings.connect() as conn:
+        with tables.connect(settings) as conn:
             have = tables.require(conn, UPSTREAM_PREDICTIONS)
             bt.prepare_predictions(pl.DataFrame(schema={c: pl.Utf8 for c in have}).head(0))  # the columns, first
             src = tables.qualified(UPSTREAM_PREDICTIONS)

@@ -7,11 +7,24 @@ swapped in for the target in one transaction, so a killed run leaves the previou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import polars as pl
 
 from regime_assets.resources.warehouse import DEFAULT_SCHEMA
+
+# DuckDB's buffers in a streaming asset's own connection (it spills beyond): measured on labeled_samples at
+# 500 symbols x 30 years, 1 GB instead of 3 GB lowers the step's peak RSS by 1.8 GB and is not slower
+STREAM_MEMORY_LIMIT = "1GB"
+
+
+@contextmanager
+def connect(settings, memory_limit: str = STREAM_MEMORY_LIMIT) -> Iterator:
+    """The settings' warehouse connection (under its file lock) with DuckDB's memory bounded."""
+    with settings.connect() as conn:
+        conn.execute(f"set memory_limit = '{memory_limit}'")
+        yield conn
 
 
 def qualified(table: str) -> str:
