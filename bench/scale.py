@@ -443,7 +443,10 @@ def run_graph(n: int, years: float, args) -> dict:
                   "peak_rss_self_mib": t["peak_rss_self_mib"], "peak_rss_sampled_mib": t["peak_rss_sampled_total_mib"],
                   "symbol_days": res["rows"].get("raw_prices"),
                   "slowest_steps": [{"step": s["step"], "wall_s": s["wall_s"], "peak_rss_mib": s.get("peak_rss_mib")}
-                                    for s in steps[:8]], "failure": res.get("failure")})
+                                    for s in steps[:8]], "failure": res.get("failure"),
+                  "steps": [{"step": s["step"], "status": s["status"], "wall_s": s.get("wall_s"),
+                             "load_s": s.get("load_s"), "store_s": s.get("store_s"),
+                             "peak_rss_mib": s.get("peak_rss_mib")} for s in res["steps"]]})
     return r
 
 
@@ -456,6 +459,16 @@ def graph_markdown(runs: list[dict]) -> str:
                      f"{r['status'] if r['status'] == 'ok' else 'failed: ' + str(r['error'])[:200]} | "
                      f"{_f(r.get('run_wall_s'), 1)} | {_f(r.get('total_wall_s'), 1)} | "
                      f"{_f(r.get('peak_rss_self_mib'), 0)} | {_f(r.get('peak_rss_sampled_mib'), 0)} | {slow} |")
+    return "\n".join(lines)
+
+
+def steps_markdown(r: dict) -> str:
+    """Per step of one size's graph run, in execution order: status, wall time, DuckDB load/store, peak RSS."""
+    lines = [f"| step ({r['symbols']} symbols x {r['years']:g} years) | status | wall s | load s | store s | "
+             "peak RSS MiB |", "|---|---|---:|---:|---:|---:|"]
+    for s in r.get("steps", []):
+        lines.append(f"| {s['step']} | {s['status']} | {_f(s['wall_s'])} | {_f(s['load_s'])} | {_f(s['store_s'])} | "
+                     f"{_f(s['peak_rss_mib'], 0)} |")
     return "\n".join(lines)
 
 
@@ -489,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"whole graph: {n} symbols x {args.years:g} years ...", flush=True)
             runs.append(run_graph(n, args.years, args))
             print(graph_markdown(runs[-1:]), flush=True)
+            if runs[-1].get("steps"):
+                print(steps_markdown(runs[-1]), flush=True)
         res = {"mode": "graph", "sizes": sizes, "years": args.years, "spec": args.spec or "packaged default",
                "max_rss_gb": args.max_rss_gb, "runs": runs, "machine": machine()}
         print()
