@@ -5,6 +5,7 @@
     uv run python bench/end_to_end.py --home /tmp/bench_home --keep     # keep the home to look at it
     uv run python bench/end_to_end.py --warm     # cold run, then a warm re-run in the same home
     uv run python bench/end_to_end.py --rerun --home /tmp/bench_home    # one more run in a kept home
+    uv run python bench/end_to_end.py --select '+key:training_set or key:drift_report'   # a part of the graph
 
 Runs in this process with the in-process executor (as ``regime-assets materialize`` does), on a fresh home
 (``--home`` must not hold a warehouse yet, so no earlier run's production model or captured events change what
@@ -147,7 +148,7 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def run(spec: str | None, home: Path, verbose: bool = False, warm: bool = False) -> dict:
+def run(spec: str | None, home: Path, verbose: bool = False, warm: bool = False, select: str | None = None) -> dict:
     os.environ.pop("DAGSTER_HOME", None)  # the instance goes under the bench home, not the user's
     if spec is None:
         os.environ.pop("REGIME_ASSETS_SPEC", None)  # the packaged default spec (bundled data)
@@ -169,6 +170,13 @@ def run(spec: str | None, home: Path, verbose: bool = False, warm: bool = False)
 
     defs = build_definitions(spec_path=os.environ.get(SPEC_ENV), home=str(home_path))
     job = defs.resolve_job_def("materialize_all")
+    if select:  # as `regime-assets materialize --select`: a multi-asset's siblings come along
+        from dagster import AssetSelection
+
+        keys = AssetSelection.from_string(select).required_multi_asset_neighbors().resolve(defs.resolve_asset_graph())
+        if not keys:
+            raise SystemExit(f"error: --select {select!r} matches no asset")
+        job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys)
     t_defs = time.perf_counter() - t0
     instance = DagsterInstance.get()
     run_config = {} if verbose else {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -210,7 +218,7 @@ def run(spec: str | None, home: Path, verbose: bool = False, warm: bool = False)
             assets[a] = {"step": s["step"], "wall_s": s["wall_s"], "rows": rows.get(a),
                          "shared_step": len(s["assets"]) > 1, "also_materialized_by": []}
     return {"spec": spec or "packaged default (bundled data)", "spec_name": spec_obj.name,
-            "spec_hash": spec_obj.spec_hash, "data_source": spec_obj.data.source, "home": str(home_path),
+            "spec_hash": spec_obj.spec_hash, "select": select, "data_source": spec_obj.data.source, "home": str(home_path),
             "dagster_home": str(dagster_home), "run_id": result.run_id, "success": result.success,
             "failure": failure, "steps": steps, "assets": assets, "rows": rows, "totals": totals,
             "machine": machine()}
@@ -228,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                          "fits, folds and evaluation tables come from the memo and the fold store) and time it too")
     ap.add_argument("--rerun", action="store_true",
                     help="only re-run materialize_all in an existing --home that an earlier run filled, and time it")
+    ap.add_argument("--select", help="run only this Dagster asset selection (as `regime-assets materialize "
+                                     "--select`), e.g. '+key:training_set'")
     args = ap.parse_args(argv)
     if args.rerun:
         if not args.home:
@@ -244,14 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         home, temp = Path(tempfile.mkdtemp(prefix="regime_bench_e2e_")), True
     try:
-        res = run(args.spec, home, args.verbose)
+        res = run(args.spec, home, args.verbose, select=args.select)
         if args.warm and res["success"]:
-            res["warm"] = run(args.spec, home, args.verbose, warm=True)
+            res["warm"] = run(args.spec, home, args.verbose, warm=True, select=args.select)
     finally:
         if temp and not args.keep:
             shutil.rmtree(home, ignore_errors=True)
     res["home_kept"] = not temp or args.keep
-    print(f"\nmaterialize_all on spec {res['spec']} ({res['spec_name']}, {res['data_source']} data) "
+    print(f"\n{'materialize_all' if not args.select else repr(args.select)} on spec {res['spec']} ({res['spec_name']}, {res['data_source']} data) "
           f"-> {res['home']}{'' if res['home_kept'] else ' (removed)'}")
     print(markdown(res))
     if "warm" in res:

@@ -392,7 +392,8 @@ def run_graph(n: int, years: float, args) -> dict:
         sp, out, home = Path(tmp) / "spec.yaml", Path(tmp) / "e2e.json", Path(tmp) / "home"
         sp.write_text(yaml.safe_dump(spec, sort_keys=False))
         cmd = [sys.executable, str(Path(__file__).resolve().with_name("end_to_end.py")), "--spec", str(sp),
-               "--home", str(home), "--json", str(out), "--verbose"]
+               "--home", str(home), "--json", str(out), "--verbose",
+               *(["--select", args.select] if args.select else [])]
         env = {k: v for k, v in os.environ.items() if k != "REGIME_ASSETS_SPEC"}
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -442,7 +443,10 @@ def run_graph(n: int, years: float, args) -> dict:
                   "peak_rss_self_mib": t["peak_rss_self_mib"], "peak_rss_sampled_mib": t["peak_rss_sampled_total_mib"],
                   "symbol_days": res["rows"].get("raw_prices"),
                   "slowest_steps": [{"step": s["step"], "wall_s": s["wall_s"], "peak_rss_mib": s.get("peak_rss_mib")}
-                                    for s in steps[:8]], "failure": res.get("failure")})
+                                    for s in steps[:8]], "failure": res.get("failure"),
+                  "steps": [{"step": s["step"], "status": s["status"], "wall_s": s.get("wall_s"),
+                             "load_s": s.get("load_s"), "store_s": s.get("store_s"),
+                             "peak_rss_mib": s.get("peak_rss_mib")} for s in res["steps"]]})
     return r
 
 
@@ -458,6 +462,16 @@ def graph_markdown(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def steps_markdown(r: dict) -> str:
+    """Per step of one size's graph run, in execution order: status, wall time, DuckDB load/store, peak RSS."""
+    lines = [f"| step ({r['symbols']} symbols x {r['years']:g} years) | status | wall s | load s | store s | "
+             "peak RSS MiB |", "|---|---|---:|---:|---:|---:|"]
+    for s in r.get("steps", []):
+        lines.append(f"| {s['step']} | {s['status']} | {_f(s['wall_s'])} | {_f(s['load_s'])} | {_f(s['store_s'])} | "
+                     f"{_f(s['peak_rss_mib'], 0)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated symbol counts")
@@ -469,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=0, help="seconds per size (0 = none)")
     ap.add_argument("--json", help="write the figures to this JSON file")
     ap.add_argument("--graph", action="store_true", help="run the whole graph (materialize_all) per size")
+    ap.add_argument("--select", help="with --graph: only this asset selection (bench/end_to_end.py --select)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child mode: one size
     ap.add_argument("--progress", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -487,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"whole graph: {n} symbols x {args.years:g} years ...", flush=True)
             runs.append(run_graph(n, args.years, args))
             print(graph_markdown(runs[-1:]), flush=True)
+            if runs[-1].get("steps"):
+                print(steps_markdown(runs[-1]), flush=True)
         res = {"mode": "graph", "sizes": sizes, "years": args.years, "spec": args.spec or "packaged default",
                "max_rss_gb": args.max_rss_gb, "runs": runs, "machine": machine()}
         print()

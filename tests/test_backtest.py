@@ -288,3 +288,31 @@ def test_bad_input_names_the_symbol_date_and_column():
                             .alias("p_buy"))
     with pytest.raises(bt.BacktestError, match="symbol S001"):
         bt.run_backtest(nan, px, mk, FAST, 5)
+
+
+def test_model_by_model_backtest_equals_the_whole_call():
+    pred, px, mk = synthetic_contract(n_symbols=12, n_days=150, ic=0.05, seed=4,
+                                      models=("meta_learner", "lightgbm", "baseline_regime_prior", "arm:full"))
+    # one model misses some symbol-days (the universe is the union) and one row is predicted by two folds
+    pred = pred.filter(~((pl.col("model") == "lightgbm") & (pl.col("symbol") == "S000")))
+    again = pred.filter(pl.col("model") == "arm:full").head(3).with_columns(
+        (pl.col("fold") + 1).alias("fold"), pl.lit(0.9).alias("p_buy"), pl.lit(0.05).alias("p_sell"),
+        pl.lit(0.05).alias("p_hold"))
+    pred = pl.concat([pred, again])
+    whole = bt.run_backtest(pred, px, mk, FAST, horizon=5)
+    models = sorted(pred["model"].unique().to_list())
+    universe = pred.group_by("symbol", "date").agg(pl.col("regime").first())
+    loaded = []
+
+    def load(m):
+        loaded.append(m)
+        return pred.filter(pl.col("model") == m)
+
+    part = bt.run_backtest_by_model(models, load, universe, px, mk, FAST, 5)
+    assert loaded == models
+    from polars.testing import assert_frame_equal
+
+    assert_frame_equal(part.metrics, whole.metrics)
+    assert_frame_equal(part.daily, whole.daily)
+    with pytest.raises(bt.BacktestError, match="no rows"):
+        bt.run_backtest_by_model([], load, universe.head(0), px, mk, FAST, 5)

@@ -122,19 +122,19 @@ def test_signals_asset_fails_clearly_without_a_promoted_model(home, tiny_spec_pa
     _, feats, regimes, ctx, _ = market
     settings = _settings(home, tmp_spec_with(tiny_spec_path, home, {"signals": {"without_model": "fail"}}))
     with pytest.raises(Failure) as err:
-        list(signal_assets.signals(build_asset_context(), settings=settings, features=feats, regime_labels=regimes,
+        list(signal_assets.signals(build_asset_context(), settings=settings, regime_labels=regimes,
                                    market_context=ctx))
     assert err.value.description == "no promoted model: no signals"
     # a registry with only a rejected version is no better
     with settings.connect() as conn:
         write_table(conn, DEFAULT_SCHEMA, "model_versions", _registry_row("logreg", "v0", promoted=False))
     with pytest.raises(Failure, match="no promoted model: no signals"):
-        list(signal_assets.signals(build_asset_context(), settings=settings, features=feats, regime_labels=regimes,
+        list(signal_assets.signals(build_asset_context(), settings=settings, regime_labels=regimes,
                                    market_context=ctx))
     # the skip option: no output at all (no empty table), the reason in the log
     skip = tmp_spec_with(tiny_spec_path, home, {"signals": {"without_model": "skip"}})
     out = list(signal_assets.signals(build_asset_context(), settings=RegimeSettings(spec_path=skip, home=str(home)),
-                                     features=feats, regime_labels=regimes, market_context=ctx))
+                                     regime_labels=regimes, market_context=ctx))
     assert out == []
 
 
@@ -162,7 +162,8 @@ def test_signals_asset_scores_the_last_dates_with_the_production_model(home, tin
     version = settings.model_store.save("logreg", model, {"test": True})
     with settings.connect() as conn:
         write_table(conn, DEFAULT_SCHEMA, "model_versions", _registry_row("logreg", version))
-    (out,) = list(signal_assets.signals(build_asset_context(), settings=settings, features=feats,
+        write_table(conn, DEFAULT_SCHEMA, "features", feats)  # read from the warehouse: only the last dates
+    (out,) = list(signal_assets.signals(build_asset_context(), settings=settings,
                                         regime_labels=regimes, market_context=ctx))
     sig = out.value
     n = settings.spec.signals.n_dates
@@ -178,8 +179,10 @@ def test_signal_backtest_asset_body_on_a_synthetic_contract(home, tiny_spec_path
     pred, px, mk = synthetic_contract(n_symbols=12, n_days=260, ic=0.1, seed=4,
                                       models=("meta_learner", "lightgbm", "baseline_prior", "baseline_regime_prior",
                                               "arm:unweighted"))
-    out = signal_assets.signal_backtest(build_asset_context(), settings=_settings(home, tiny_spec_path),
-                                        walk_forward_predictions=pred, raw_prices=px, market_context=mk)
+    settings = _settings(home, tiny_spec_path)
+    with settings.connect() as conn:  # read from the warehouse one model at a time
+        write_table(conn, DEFAULT_SCHEMA, "walk_forward_predictions", pred)
+    out = signal_assets.signal_backtest(build_asset_context(), settings=settings, raw_prices=px, market_context=mk)
     m = out.value
     assert set(m["model"].to_list()) == {"meta_learner", "lightgbm", "baseline_prior", "baseline_regime_prior",
                                          "arm:unweighted", "equal_weight", "index"}
@@ -189,10 +192,10 @@ def test_signal_backtest_asset_body_on_a_synthetic_contract(home, tiny_spec_path
         assert key in out.metadata
     assert "data:image/png;base64," in out.metadata["cumulative_plot"].value
     assert out.metadata["candidate"].value == "meta_learner"
+    with settings.connect() as conn:
+        write_table(conn, DEFAULT_SCHEMA, "walk_forward_predictions", pred.drop("fwd_return"))
     with pytest.raises(Failure, match="bad input: walk_forward_predictions: missing columns"):
-        signal_assets.signal_backtest(build_asset_context(), settings=_settings(home, tiny_spec_path),
-                                      walk_forward_predictions=pred.drop("fwd_return"), raw_prices=px,
-                                      market_context=mk)
+        signal_assets.signal_backtest(build_asset_context(), settings=settings, raw_prices=px, market_context=mk)
 
 
 def test_signal_backtest_joins_the_graph_only_with_its_upstream(home, tiny_spec_path):

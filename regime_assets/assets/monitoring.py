@@ -17,7 +17,9 @@ from regime_assets.core.capture import (
     plan_retrains,
 )
 from regime_assets.core.drift import drift_report as compute_drift
-from regime_assets.core.monitoring import drift_windows
+from regime_assets.core.monitoring import drift_windows, window_dates
+from regime_assets.assets.samples import LABELED, event_archive_rows
+from regime_assets.resources import tables
 from regime_assets.resources.settings import RegimeSettings
 from regime_assets.resources.warehouse import APPEND_KEY, DEFAULT_SCHEMA, write_table
 
@@ -47,18 +49,20 @@ def _drift_history(context: AssetExecutionContext, limit: int = 60) -> pl.DataFr
     return pl.DataFrame(rows).unique("date", keep="first").sort("date")
 
 
-@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse", deps=["production_model"],
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse", deps=["production_model", LABELED],
        description="Drift of the most recent weeks against the recent past (the rolling window's last "
                    "drift.reference_years before them; archive and replay rows excluded): per-feature PSI, KS and "
                    "Wasserstein, regime-mix drift, prediction drift of the production model, a cross-validated "
                    "domain classifier, each calibrated on the reference's own windows, and one score in [0, 1] "
-                   "(formula in docs/ARCHITECTURE.md). The drift sensor reads `drift_score`.")
-def drift_report(context: AssetExecutionContext, settings: RegimeSettings,
-                 labeled_samples: pl.DataFrame) -> Output[pl.DataFrame]:
+                   "(formula in docs/ARCHITECTURE.md). The drift sensor reads `drift_score`. Reads only the rows of "
+                   "labeled_samples from the reference start on.")
+def drift_report(context: AssetExecutionContext, settings: RegimeSettings) -> Output[pl.DataFrame]:
     spec = settings.spec
     record, model = production_model(settings)
-    win = drift_windows(labeled_samples, spec, record=record, model=model)
-    feats = [c for c in labeled_samples.columns if c.startswith("f_")]
+    recent = drift_rows(settings)
+    win = drift_windows(recent, spec, record=record, model=model)
+    feats = [c for c in recent.columns if c.startswith("f_")]
+    del recent
     table, summary = compute_drift(win.reference, win.current, feats, spec.drift, win.ref_pred, win.cur_pred,
                                    win.ref_pred_dates)
     history = pl.concat([_drift_history(context), pl.DataFrame(
@@ -106,7 +110,19 @@ def drift_report(context: AssetExecutionContext, settings: RegimeSettings,
     return Output(out, metadata=meta)
 
 
-@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
+def drift_rows(settings: RegimeSettings) -> pl.DataFrame:
+    """The rows of labeled_samples ``drift_windows`` can read: from the reference start of the windows as of the
+    table's last date (``window_dates``) on, in the table's order."""
+    with tables.connect(settings) as conn:
+        tables.require(conn, LABELED)
+        as_of = conn.execute(f"select max(date) from {tables.qualified(LABELED)}").fetchall()[0][0]
+        if as_of is None:
+            return tables.rows(conn, LABELED, "false")
+        ref_start = window_dates(as_of, settings.spec.drift)[2]
+        return tables.rows(conn, LABELED, "date >= ?", [ref_start])
+
+
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse", deps=[LABELED],
        metadata={APPEND_KEY: ["event_id", "end"]},
        description="Events captured by the rule: VIX > 40 for 3+ days, or drift score > 0.25, or crash share > "
                    "50 % of symbols, over a window overlapping no seeded event. An episode that keeps going extends "
@@ -116,8 +132,7 @@ def drift_report(context: AssetExecutionContext, settings: RegimeSettings,
                    "`retrain` (a new event, or one grown by capture.regrow_days trading days), run key "
                    "`event_id@extent_days`.")
 def new_rare_events(context: AssetExecutionContext, settings: RegimeSettings, market_context: pl.DataFrame,
-                    regime_labels: pl.DataFrame, drift_report: pl.DataFrame,
-                    labeled_samples: pl.DataFrame) -> Output[pl.DataFrame]:
+                    regime_labels: pl.DataFrame, drift_report: pl.DataFrame) -> Output[pl.DataFrame]:
     spec = settings.spec
     as_of = drift_report["as_of"][0] if drift_report.height else regime_labels["date"].max()
     score = float(drift_report["drift_score"][0]) if drift_report.height else None
@@ -132,8 +147,8 @@ def new_rare_events(context: AssetExecutionContext, settings: RegimeSettings, ma
     runs = cand.filter(pl.col("retrain")).select("event_id", "extent_days", "run_key").to_dicts()
     appended = 0
     if cand.height:
-        rows, _ = archive_core.build_archive(labeled_samples, as_event_specs(cand, as_of))
-        with settings.connect() as conn:
+        rows, _ = event_archive_rows(settings, as_event_specs(cand, as_of))
+        with tables.connect(settings) as conn:
             appended = write_table(conn, DEFAULT_SCHEMA, "rare_event_archive", rows, archive_core.ARCHIVE_KEY)
         context.log_event(AssetMaterialization(
             asset_key="rare_event_archive",

@@ -3,7 +3,7 @@ predictions (``core/signals.py``, ``core/backtest.py``; charts in ``rendering/si
 
 import numpy as np
 import polars as pl
-from dagster import AssetExecutionContext, AssetIn, AssetKey, Failure, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetKey, Failure, MetadataValue, Output, asset
 
 from regime_assets.assets._meta import md, num, plot_md
 from regime_assets.assets import state
@@ -12,6 +12,7 @@ from regime_assets.core import backtest as bt
 from regime_assets.core.signals import build_signals, signal_dates, signal_rows, top_bottom
 from regime_assets.rendering import plots
 from regime_assets.rendering import signals as signal_plots
+from regime_assets.resources import tables
 from regime_assets.resources.settings import RegimeSettings
 
 OWNERS = ["team:quant-research"]
@@ -33,14 +34,25 @@ def load_production_model(settings: RegimeSettings) -> tuple[object, dict] | Non
     return model, rec
 
 
-@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse", deps=["production_model"],
+def signal_feature_rows(settings: RegimeSettings, n_dates: int) -> tuple[list, pl.DataFrame]:
+    """(``signal_dates``, ``signal_rows``) of the stored features, reading only the rows of those dates."""
+    with tables.connect(settings) as conn:
+        tables.require(conn, "features")
+        dates = signal_dates(tables.query(conn, f"select distinct date from {tables.qualified('features')}"),
+                             n_dates)
+        rows = tables.rows(conn, "features", "date between ? and ?", [dates[0], dates[-1]], order="")
+    return dates, signal_rows(rows, dates)
+
+
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse", deps=["production_model", "features"],
        output_required=False,
        description="The production model on the latest dates with features (spec signals.n_dates; the last one is "
                    "the as-of date), one row per date x symbol: P(sell), P(hold), P(buy), score = P(buy) - P(sell), "
                    "its cross-sectional rank, the action, the symbol's regime and the date's VIX source, model "
                    "version, spec hash, as-of date. Without a promoted model it fails (or, with "
-                   "signals.without_model 'skip', is skipped) with that reason.")
-def signals(context: AssetExecutionContext, settings: RegimeSettings, features: pl.DataFrame,
+                   "signals.without_model 'skip', is skipped) with that reason. Reads only the features of those "
+                   "dates.")
+def signals(context: AssetExecutionContext, settings: RegimeSettings,
             regime_labels: pl.DataFrame, market_context: pl.DataFrame):
     spec = settings.spec
     loaded = load_production_model(settings)
@@ -51,8 +63,7 @@ def signals(context: AssetExecutionContext, settings: RegimeSettings, features: 
         return
 
     model, rec = loaded
-    dates = signal_dates(features, spec.signals.n_dates)
-    rows = signal_rows(features, dates)
+    dates, rows = signal_feature_rows(settings, spec.signals.n_dates)
     if "regime" not in rows.columns:  # as in labeled_samples, for a model that reads the regime
         rows = rows.join(regime_labels.select("symbol", "date", "regime"), on=["symbol", "date"], how="left")
     proba = np.asarray(model.predict_proba(rows))
@@ -74,21 +85,32 @@ def signals(context: AssetExecutionContext, settings: RegimeSettings, features: 
     yield Output(out, metadata=meta)
 
 
-@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse",
-       ins={UPSTREAM_PREDICTIONS: AssetIn(metadata={"columns": [*bt.PRED_COLUMNS, "fold", "test_start"]})},
+@asset(group_name=GROUP, owners=OWNERS, kinds=KINDS, pool="warehouse", deps=[UPSTREAM_PREDICTIONS],
        description="Cost-aware backtest of the out-of-sample predictions of every model, the baselines and the "
                    "ablation arms: long-short top/bottom k and long-only top k (overlapping books held the label "
                    "horizon, costs per side from the spec), benchmarks equal weight and the index; annualized "
                    "return and volatility, Sharpe, information ratio, max drawdown, hit rate, turnover, IC/ICIR/"
                    "rank IC/rank ICIR overall, by market regime and by year, with stationary block-bootstrap "
-                   "intervals.")
-def signal_backtest(context: AssetExecutionContext, settings: RegimeSettings,
-                    walk_forward_predictions: pl.DataFrame, raw_prices: pl.DataFrame,
+                   "intervals. Reads the predictions one model at a time.")
+def signal_backtest(context: AssetExecutionContext, settings: RegimeSettings, raw_prices: pl.DataFrame,
                     market_context: pl.DataFrame) -> Output[pl.DataFrame]:
     spec = settings.spec
     try:
-        res = bt.run_backtest(walk_forward_predictions, raw_prices, market_context, spec.backtest,
-                              spec.labels.horizon, spec.regimes)
+        with tables.connect(settings) as conn:
+            have = tables.require(conn, UPSTREAM_PREDICTIONS)
+            bt.prepare_predictions(pl.DataFrame(schema={c: pl.Utf8 for c in have}).head(0))  # the columns, first
+            src = tables.qualified(UPSTREAM_PREDICTIONS)
+            models = [r[0] for r in conn.execute(f"select distinct model from {src} order by model").fetchall()]
+            universe = tables.query(conn, f"select symbol, date, any_value(regime) as regime from {src} "
+                                          "group by symbol, date order by symbol, date")
+            cols = ", ".join(f'"{c}"' for c in [*bt.PRED_COLUMNS, "fold", "test_start"])
+
+            def load(m: str) -> pl.DataFrame:
+                return tables.query(conn, f"select {cols} from {src} where model = ? order by fold, date, symbol",
+                                    [m])
+
+            res = bt.run_backtest_by_model(models, load, universe, raw_prices, market_context, spec.backtest,
+                                           spec.labels.horizon, spec.regimes)
     except bt.BacktestError as err:
         raise Failure(description=f"bad input: {err}", allow_retries=False) from None
     metrics = res.metrics

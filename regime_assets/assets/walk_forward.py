@@ -39,6 +39,7 @@ from regime_assets.core.walk_forward import (
 from regime_assets.core.walk_forward import report
 from regime_assets.core.walk_forward.fit import TEST_COLUMNS
 from regime_assets.resources.settings import RegimeSettings
+from regime_assets.resources.tables import TableSink as _TableSink, date_ranges, query as _query
 from regime_assets.resources.warehouse import DEFAULT_SCHEMA
 from regime_assets.spec import REGIMES, Spec, spec_from_dict
 
@@ -52,12 +53,6 @@ DUCKDB_MEMORY = "1GB"
 
 def fold_store(settings: RegimeSettings) -> FoldStore:
     return FoldStore(settings.home_path / "folds" if settings.spec.walk_forward.fold_store else None)
-
-
-def _query(conn, sql: str, params: list | None = None) -> pl.DataFrame:
-    """A query's result as a polars frame (through ``sql``: no extra copy of the rows)."""
-    rel = conn.sql(sql, params=params) if params else conn.sql(sql)
-    return pl.from_arrow(rel.to_arrow_table())
 
 
 class WarehouseRows:
@@ -76,21 +71,7 @@ class WarehouseRows:
             [DEFAULT_SCHEMA, archive]).fetchall()[0][0])
         self._cols = ", ".join(f'"{c}"' for c in [*TEST_COLUMNS, *self.features])
 
-    @staticmethod
-    def _where(ranges) -> tuple[str, list[Any]]:
-        if not ranges:
-            return "false", []
-        parts, params = [], []
-        for lo, hi in ranges:
-            p = []
-            if lo is not None:
-                p.append("date >= ?")
-                params.append(lo)
-            if hi is not None:
-                p.append("date <= ?")
-                params.append(hi)
-            parts.append("(" + (" and ".join(p) or "true") + ")")
-        return "(" + " or ".join(parts) + ")", params
+    _where = staticmethod(date_ranges)
 
     def days(self) -> np.ndarray:
         sql = f"select distinct date from {self.lab}"
@@ -121,32 +102,6 @@ class WarehouseRows:
         return _query(self.conn,
             f"select event_id, first(event_regime) as event_regime, min(date) as lo, max(date) as hi from {self.arch} "
             f"where label is not null group by event_id order by lo, event_id")
-
-
-class _TableSink:
-    """Appends fold frames to a staging table; ``commit`` swaps it in for the target table in one transaction."""
-
-    def __init__(self, conn, table: str) -> None:
-        self.conn, self.table, self.rows, self.started = conn, table, 0, False
-        self.staging = f'"{DEFAULT_SCHEMA}"."{table}__staging"'
-
-    def __call__(self, frame: pl.DataFrame) -> None:
-        arrow = frame.to_arrow()  # noqa: F841  (referenced by name in the SQL)
-        if not self.started:
-            self.conn.execute(f'create schema if not exists "{DEFAULT_SCHEMA}"')
-            self.conn.execute(f"create or replace table {self.staging} as select * from arrow")
-            self.started = True
-        else:
-            self.conn.execute(f"insert into {self.staging} select * from arrow")
-        self.rows += frame.height
-
-    def commit(self, empty: pl.DataFrame) -> None:
-        if not self.started:
-            self(empty)
-        self.conn.execute("begin transaction")
-        self.conn.execute(f'drop table if exists "{DEFAULT_SCHEMA}"."{self.table}"')
-        self.conn.execute(f'alter table {self.staging} rename to "{self.table}"')
-        self.conn.execute("commit")
 
 
 def champion_recipe(settings: RegimeSettings, store: FoldStore) -> tuple[dict | None, Champion | None, str | None]:

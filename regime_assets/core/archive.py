@@ -70,8 +70,13 @@ def _check_events(events: list[EventSpec]) -> None:
         seen.add(e.id)
 
 
-def build_archive(labeled: pl.DataFrame, events: list[EventSpec]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def build_archive(labeled: pl.DataFrame, events: list[EventSpec],
+                  date_range: tuple[dt.date | None, dt.date | None] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(archive, summary).
+
+    ``date_range``: the data's first and last date when ``labeled`` holds only part of labeled_samples (the rows
+    inside the events' windows, read with a filter); default the dates of ``labeled`` itself. It decides the
+    ``outside data range`` status, so a pre-filtered call gives the same result as a call on every row.
 
     archive: ``event_id, event_regime, event_weight`` + the labeled columns, sorted by event (spec order),
     symbol, date. summary: ``event_id, start, end, regime, weight, rows, symbols, status``, one row per event.
@@ -83,8 +88,10 @@ def build_archive(labeled: pl.DataFrame, events: list[EventSpec]) -> tuple[pl.Da
     if not events:
         return empty, pl.DataFrame(schema=SUMMARY_SCHEMA)
 
-    lo = labeled.get_column("date").min()
-    hi = labeled.get_column("date").max()
+    if date_range is None:
+        lo, hi = labeled.get_column("date").min(), labeled.get_column("date").max()
+    else:
+        lo, hi = date_range
     # filter each event's dates first (small) -- never copy every labelled row of a large panel
     parts: list[pl.DataFrame] = []
     summary: list[dict[str, Any]] = []

@@ -241,8 +241,15 @@ def daily_portfolio(predictions: pl.DataFrame, prices: pl.DataFrame, bspec: Back
     ``ew`` (the model's universe), ``n_symbols``, ``valid`` (a next-day return exists), ``ic, rank_ic``; then the
     benchmarks as models ``equal_weight`` and ``index`` (``ls_*``/``lo_*`` null, their return in ``bench``)."""
     pred = predictions if "score" in predictions.columns else prepare_predictions(predictions)
-    h = int(bspec.holding_days or horizon)
     rets = next_day_returns(prices)
+    daily = model_daily(pred, rets, bspec, horizon)
+    return with_benchmarks(daily, pred.select("symbol", "date").unique(), rets, market)
+
+
+def model_daily(pred: pl.DataFrame, rets: pl.DataFrame, bspec: BacktestSpec, horizon: int) -> pl.DataFrame:
+    """The models' rows of ``daily_portfolio`` (no benchmarks) from prepared predictions and
+    ``next_day_returns``; each model's rows depend on its own predictions only."""
+    h = int(bspec.holding_days or horizon)
     syms = pl.concat([pred["symbol"], rets["symbol"]]).unique().sort()
     sym_idx = {s: i for i, s in enumerate(syms.to_list())}
     S = len(sym_idx)
@@ -283,10 +290,14 @@ def daily_portfolio(predictions: pl.DataFrame, prices: pl.DataFrame, bspec: Back
         out["ew"] = (EW * R).sum(axis=1)
         frames.append(pl.DataFrame(out))
     daily = pl.concat(frames, how="vertical") if frames else pl.DataFrame()
-    daily = daily.join(_daily_ic(pred), on=["model", "date"], how="left")
-    # benchmarks on the union of prediction dates: the equal-weight universe and the index
-    universe = pred.select("symbol", "date").unique().join(rets.select("symbol", "date", "ret_next"),
-                                                           on=["symbol", "date"], how="left")
+    return daily.join(_daily_ic(pred), on=["model", "date"], how="left")
+
+
+def with_benchmarks(daily: pl.DataFrame, universe: pl.DataFrame, rets: pl.DataFrame,
+                    market: pl.DataFrame | None) -> pl.DataFrame:
+    """``daily`` (the models' rows) + the benchmarks on ``universe`` (``symbol, date``: every symbol-day with a
+    prediction of any model, unique): the equal-weight universe and the index."""
+    universe = universe.join(rets.select("symbol", "date", "ret_next"), on=["symbol", "date"], how="left")
     ew = universe.group_by("date").agg(pl.col("ret_next").fill_nan(None).mean().alias("bench"),
                                        pl.col("ret_next").is_not_null().any().alias("valid"),
                                        pl.len().cast(pl.Int64).alias("n_symbols"))
@@ -509,7 +520,31 @@ def run_backtest(predictions: pl.DataFrame, prices: pl.DataFrame, market: pl.Dat
         raise BacktestError("walk_forward_predictions: no rows to backtest")
     pred = prepare_predictions(predictions)
     daily = daily_portfolio(pred, prices, bspec, horizon, market)
-    regimes = market_regimes(pred, market, bspec, rspec)
+    return _result(daily, market_regimes(pred, market, bspec, rspec), bspec)
+
+
+def run_backtest_by_model(models: list[str], load, universe: pl.DataFrame, prices: pl.DataFrame,
+                          market: pl.DataFrame | None, bspec: BacktestSpec, horizon: int,
+                          rspec: RegimeSpec | None = None) -> BacktestResult:
+    """``run_backtest`` reading one model's predictions at a time: ``load(model)`` gives that model's rows,
+    ``universe`` the ``symbol, date, regime`` of every symbol-day with a prediction (unique per symbol, date).
+    Only the small per-model daily rows are kept; the result equals ``run_backtest`` on all the rows."""
+    if not models or universe.height == 0:
+        raise BacktestError("walk_forward_predictions: no rows to backtest")
+    rets = next_day_returns(prices)
+    parts = []
+    for m in models:
+        pred = prepare_predictions(load(m))
+        if pred.height:
+            parts.append(model_daily(pred, rets, bspec, horizon))
+        del pred
+    universe = universe.select("symbol", pl.col("date").cast(pl.Date), "regime")
+    daily = with_benchmarks(pl.concat(parts, how="vertical") if parts else pl.DataFrame(),
+                            universe.select("symbol", "date"), rets, market)
+    return _result(daily, market_regimes(universe, market, bspec, rspec), bspec)
+
+
+def _result(daily: pl.DataFrame, regimes: pl.DataFrame, bspec: BacktestSpec) -> BacktestResult:
     metrics = metrics_table(daily, regimes, bspec)
     order = {"candidate": 0, "model": 1, "arm": 2, "baseline": 3, "benchmark": 4}
     metrics = (metrics.with_columns(pl.col("kind").replace_strict(order, default=9, return_dtype=pl.Int32).alias("_o"))

@@ -95,15 +95,18 @@ def forward_returns(prices: pl.DataFrame, lspec: LabelSpec) -> pl.DataFrame:
     return df.select("symbol", "date", (ratio - 1.0).alias("fwd_return"), label.alias("label"))
 
 
-def build_labels(features: pl.DataFrame, regime_labels: pl.DataFrame, lspec: LabelSpec,
-                 prices: pl.DataFrame) -> pl.DataFrame:
-    """labeled_samples: the features columns + regime, fwd_return (Float64), label (Utf8 in CLASSES or null)."""
-    _require(features, ("symbol", "date"), "features")
+def label_columns(keys: pl.DataFrame, regime_labels: pl.DataFrame, lspec: LabelSpec,
+                  prices: pl.DataFrame) -> pl.DataFrame:
+    """The label part of labeled_samples for the features keys ``keys`` (``symbol, date``, one per features row):
+    ``_row`` (the row's position in ``keys``), ``symbol, date, regime, fwd_return, label``, one row per key that
+    has a regime label, in the order of ``keys``. ``build_labels`` attaches these to the features; the
+    ``labeled_samples`` asset joins them to the stored features table in the warehouse."""
+    _require(keys, ("symbol", "date"), "features")
     _require(regime_labels, ("symbol", "date", "regime"), "regime_labels")
-    clash = [c for c in LABEL_COLUMNS if c in features.columns]
+    clash = [c for c in LABEL_COLUMNS if c in keys.columns]
     if clash:
         raise LabelError(f"labels: features already has columns {clash}")
-    _check_unique(features, "features")
+    _check_unique(keys, "features")
     _check_unique(regime_labels, "regime_labels")
     bad = regime_labels.filter(pl.col("regime").is_null() | ~pl.col("regime").is_in(list(REGIMES)))
     if bad.height:
@@ -112,15 +115,26 @@ def build_labels(features: pl.DataFrame, regime_labels: pl.DataFrame, lspec: Lab
                          f"expected one of {list(REGIMES)}")
     fwd = forward_returns(prices, lspec).with_columns(pl.lit(True).alias("_priced"))
     reg = regime_labels.select(pl.col("symbol").cast(pl.Utf8), "date", pl.col("regime").cast(pl.Utf8))
-    keys = features.select(pl.col("symbol").cast(pl.Utf8), "date").with_row_index("_row")
+    keys = keys.select(pl.col("symbol").cast(pl.Utf8), "date").with_row_index("_row")
     symbols = pl.Enum(pl.concat([f.get_column("symbol").unique() for f in (keys, fwd, reg)]).unique().sort())
     keys, fwd, reg = (_with_key(f, symbols) for f in (keys, fwd, reg))
-    # join on the keys only and attach the three columns: the (wide) features are not copied
+    # join on the keys only: the (wide) features are never part of it
     lab = keys.join(fwd.drop("symbol", "date"), on="_k", how="left")
     orphan = lab.filter(pl.col("_priced").is_null())
     if orphan.height:
         s, d = orphan.sort("_row").select("symbol", "date").row(0)
         raise LabelError(f"labels: features row for symbol {s} on {d} has no price row ({orphan.height} such rows)")
     lab = lab.join(reg.drop("symbol", "date"), on="_k", how="inner").sort("_row")
+    return lab.select("_row", "symbol", "date", *LABEL_COLUMNS)
+
+
+def build_labels(features: pl.DataFrame, regime_labels: pl.DataFrame, lspec: LabelSpec,
+                 prices: pl.DataFrame) -> pl.DataFrame:
+    """labeled_samples: the features columns + regime, fwd_return (Float64), label (Utf8 in CLASSES or null)."""
+    _require(features, ("symbol", "date"), "features")
+    clash = [c for c in LABEL_COLUMNS if c in features.columns]
+    if clash:
+        raise LabelError(f"labels: features already has columns {clash}")
+    lab = label_columns(features.select("symbol", "date"), regime_labels, lspec, prices)
     base = features if lab.height == features.height else features[lab.get_column("_row")]
     return base.hstack(lab.select(*LABEL_COLUMNS))

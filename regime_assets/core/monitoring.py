@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from regime_assets.core.drift import DriftError, window_ids
-from regime_assets.spec import Spec
+from regime_assets.spec import DriftSpec, Spec
 
 MAX_REFERENCE_ROWS = 50_000
 
@@ -60,6 +60,15 @@ def select_windows(
     return reference, current
 
 
+def window_dates(as_of: dt.date, dspec: DriftSpec) -> tuple[dt.date, dt.date, dt.date]:
+    """``(current_start, reference_end, reference_start)`` (inclusive) of the windows as of ``as_of``:
+    nothing before ``reference_start`` is read."""
+    cur_start = as_of - dt.timedelta(weeks=dspec.current_weeks) + dt.timedelta(days=1)
+    ref_end = cur_start - dt.timedelta(days=1)
+    ref_start = ref_end - dt.timedelta(days=int(round(dspec.reference_years * 365.25))) + dt.timedelta(days=1)
+    return cur_start, ref_end, ref_start
+
+
 @dataclass
 class DriftWindows:
     as_of: dt.date
@@ -92,9 +101,7 @@ def drift_windows(labeled: pl.DataFrame, spec: Spec, as_of: dt.date | None = Non
     as_of = _date(as_of) or data["date"].max()
     data = data.filter(pl.col("date") <= as_of)
     dspec = spec.drift
-    cur_start = as_of - dt.timedelta(weeks=dspec.current_weeks) + dt.timedelta(days=1)
-    ref_end = cur_start - dt.timedelta(days=1)
-    ref_start = ref_end - dt.timedelta(days=int(round(dspec.reference_years * 365.25))) + dt.timedelta(days=1)
+    cur_start, ref_end, ref_start = window_dates(as_of, dspec)
     reference, current = select_windows(data, as_of, ref_start, ref_end, dspec.current_weeks)
     if reference.height > MAX_REFERENCE_ROWS:
         reference = reference.sample(MAX_REFERENCE_ROWS, seed=seed).sort("symbol", "date")

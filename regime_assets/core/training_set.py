@@ -94,9 +94,34 @@ def _zone(b: HoldoutBounds, as_of: dt.date) -> pl.Expr:
     return zone.otherwise(pl.lit("purge"))
 
 
+def labelled_calendar(labeled: pl.DataFrame) -> pl.DataFrame:
+    """``date, labelled``: every distinct date of labeled_samples and whether any row of it has a label."""
+    return (labeled.lazy().group_by("date").agg(pl.col("label").is_not_null().any().alias("labelled"))
+            .sort("date").collect())
+
+
+def window_bounds(calendar: pl.DataFrame, tspec: TrainingSetSpec) -> tuple[dt.date, dt.date]:
+    """``(as_of, window_start)`` from the calendar (``labelled_calendar``): window rows have dates in
+    ``(window_start, as_of]``."""
+    lab_dates = calendar.filter(pl.col("labelled")).get_column("date")
+    if lab_dates.len() == 0:
+        raise TrainingSetError("training set: labeled_samples has no labelled rows")
+    as_of = tspec.as_of or lab_dates.max()
+    window_start = years_before(as_of, tspec.window_years)
+    if months_before(as_of, tspec.validation_months) <= window_start:
+        raise TrainingSetError(f"training set: validation_months={tspec.validation_months} covers the whole "
+                               f"window of {tspec.window_years} years; nothing is left to train on")
+    return as_of, window_start
+
+
 def build_training_set(labeled: pl.DataFrame, archive: pl.DataFrame | None, replay: pl.DataFrame | None,
-                       tspec: TrainingSetSpec, horizon: int) -> tuple[pl.DataFrame, dict[str, Any]]:
+                       tspec: TrainingSetSpec, horizon: int,
+                       calendar: pl.DataFrame | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
     """(training_set, summary); see the module doc for the rules.
+
+    ``calendar``: ``labelled_calendar`` of the whole labeled_samples table when ``labeled`` holds only its
+    window rows (read with ``window_bounds``' dates); default the calendar of ``labeled`` itself. The trading
+    days and the as-of date come from it, so a pre-filtered call gives the same result as a call on every row.
 
     summary: ``as_of, window_start`` (exclusive), ``validation_start, validation_end, purge_start, purge_end,
     train_end, embargo_end, horizon, embargo_days, rows`` (per split), ``rows_by_source``, ``purged_rows``,
@@ -108,16 +133,10 @@ def build_training_set(labeled: pl.DataFrame, archive: pl.DataFrame | None, repl
     if horizon < 0:
         raise TrainingSetError(f"training set: horizon must be >= 0, got {horizon}")
     schema = labeled.schema
-    # never copy every labelled row of a large panel: only dates here, the window's rows below
     labelled = pl.col("label").is_not_null()
-    lab_dates = labeled.lazy().filter(labelled).select("date").collect().get_column("date")
-    if lab_dates.len() == 0:
-        raise TrainingSetError("training set: labeled_samples has no labelled rows")
-    as_of = tspec.as_of or lab_dates.max()
-    window_start = years_before(as_of, tspec.window_years)
-    if months_before(as_of, tspec.validation_months) <= window_start:
-        raise TrainingSetError(f"training set: validation_months={tspec.validation_months} covers the whole "
-                               f"window of {tspec.window_years} years; nothing is left to train on")
+    # never copy every labelled row of a large panel: only dates here, the window's rows below
+    cal = labelled_calendar(labeled) if calendar is None else calendar
+    as_of, window_start = window_bounds(cal, tspec)
 
     extras: dict[str, pl.DataFrame] = {}
     if tspec.use_archive and archive is not None:
@@ -130,9 +149,9 @@ def build_training_set(labeled: pl.DataFrame, archive: pl.DataFrame | None, repl
         extras["replay"] = _align(replay, schema, "error_replay_buffer").with_columns(
             pl.lit(None, dtype=pl.Utf8).alias("event_id"), pl.lit(None, dtype=pl.Float64).alias("event_weight"))
 
-    all_dates = pl.concat([labeled.get_column("date").unique(),
+    all_dates = pl.concat([cal.get_column("date"),
                            *[f.get_column("date").unique() for f in extras.values()]]).unique()
-    if (lab_dates <= as_of).sum() == 0:
+    if (cal.filter(pl.col("labelled")).get_column("date") <= as_of).sum() == 0:
         raise TrainingSetError(f"training set: as_of {as_of} is before the first labelled date")
     b = holdout_bounds(all_dates, as_of, tspec.validation_months, horizon=horizon, embargo=tspec.embargo_days)
     zone = _zone(b, as_of)
