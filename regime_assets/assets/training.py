@@ -228,10 +228,13 @@ def build_meta_asset(spec: Spec):
     @asset(
         name="meta_learner", group_name=GROUP, owners=OWNERS, kinds={"scikit-learn", "duckdb"}, pool="warehouse",
         ins={f"model_{n}": AssetIn(f"model_{n}") for n in names},
+        deps=["walk_forward_predictions", "training_set"],
         description="Ensemble of the models: accuracy-weighted average of probabilities with weights from "
                     "out-of-fold performance (never training accuracy), or a stacking logistic regression on the "
                     "out-of-fold probabilities (spec meta.method); fitted with the rows' sample weights and "
-                    "calibrated on the same out-of-fold rows.",
+                    "calibrated on the same out-of-fold rows; then shrunk towards the regime prior per regime by "
+                    "weights chosen on its recipe's own walk-forward (out-of-sample) predictions before the "
+                    "training set's last train date (spec meta.regime_shrinkage).",
     )
     def meta_learner(context: AssetExecutionContext, settings: RegimeSettings, **records: pl.DataFrame):
         spec_ = settings.spec
@@ -240,8 +243,12 @@ def build_meta_asset(spec: Spec):
         memo = memo_store(settings)
         # the base versions are content-keyed (a version is reused only for the same inputs and recipe) and hold
         # the out-of-fold rows the ensemble is fitted on
+        from regime_assets.assets.walk_forward import production_shrinkage
+
+        shrink = production_shrinkage(settings)
+        shrink_params = None if shrink is None else shrink.params()
         key = memo_key("meta_learner", base_versions=versions, meta=spec_.meta, calibration=spec_.calibration,
-                       libraries=model_core.library_versions())
+                       libraries=model_core.library_versions(), shrinkage=shrink_params)
         hit = reused_version(memo, "meta_learner", key, store, "meta_learner")
         first = next(iter(records.values())).row(0, named=True)
         if hit is not None:
@@ -264,6 +271,7 @@ def build_meta_asset(spec: Spec):
                 oofs[key_.removeprefix("model_")] = reg.oof
             t0 = time.perf_counter()
             meta = fit_meta(oofs, spec_.meta, models=fitted, calibration=spec_.calibration)
+            meta.shrinkage = shrink
             secs = time.perf_counter() - t0
             moof = meta_oof(meta, oofs)
             om = _oof_metrics(moof)
@@ -277,7 +285,7 @@ def build_meta_asset(spec: Spec):
                     "estimator": f"ensemble:{spec_.meta.method}", "weighted_fit": meta.weighted_fit,
                     "calibration": meta.calibration_report, "oof_metrics": om,
                     "train_start": first_meta.get("train_start"), "train_end": first_meta.get("train_end"),
-                    "memo_key": key}
+                    "memo_key": key, "regime_shrinkage": shrink_params}
             card = card_core.model_card({**info, "name": "meta_learner"}, None)
             version = registry.save_model(store, "meta_learner", meta, info, oof=moof, card=card)
             card = card.replace("# Model card: meta_learner", f"# Model card: meta_learner {version}", 1)
@@ -305,6 +313,8 @@ def build_meta_asset(spec: Spec):
             "oof_balanced_accuracy": num(om["balanced_accuracy"]),
             **cal_meta,
             "model_card": MetadataValue.md(card),
+            "regime_shrinkage": (md(shrink.table()) if shrink is not None
+                                 else MetadataValue.text("off (spec meta.regime_shrinkage)")),
             **memo_metadata(hit is not None, key),
         })
 

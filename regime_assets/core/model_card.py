@@ -139,6 +139,11 @@ def model_card(info: dict[str, Any], evaluation: pl.DataFrame | None = None, mod
                          f"{_f(cal.get('late_log_loss_after'))}, prior {_f(cal.get('late_log_loss_prior'))}")
     else:
         lines.append("- none recorded")
+    shr = info.get("regime_shrinkage")
+    if shr:
+        lam = shr.get("lambda") or {}
+        lines.append("- regime shrinkage towards the regime prior (weights from the walk-forward's out-of-sample "
+                     "rows before the training end): " + ", ".join(f"{r} {v:.2f}" for r, v in lam.items()))
     lines += ["", f"## Out-of-sample ({evaluation_name}) by regime, next to the baselines", ""]
     if evaluation is None or evaluation.height == 0:
         lines.append("_not evaluated yet: the card is completed when the version is registered_")
