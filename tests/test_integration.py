@@ -189,7 +189,10 @@ def test_each_challenger_option_runs_end_to_end(challenger, home, tmp_path, tiny
     # this test is about what happens after a promotion (the loader, cards, replay buffer, drift report), not about
     # the gate: relaxed so that a model fitted on the tiny data is promoted (the gate's own tests are test_gate.py)
     data["gate"] = {**data.get("gate", {}), "challenger": challenger, "confidence": 0.51, "regime_margin": 1.0,
-                    "max_log_loss_excess": 1.0}
+                    "max_log_loss_excess": 1.0, "regime_log_loss_margin": 1.0}
+    # the tiny walk-forward has one fold, so no past out-of-sample rows: trust the model there (the default, 1,
+    # would make the meta-learner the regime prior, which cannot beat the baselines)
+    data["meta"] = {**data.get("meta", {}), "shrinkage_default": 0.0}
     p = tmp_path / "spec.yaml"
     p.write_text(yaml.safe_dump(data))
     defs = build_definitions(spec_path=str(p), home=str(home))
