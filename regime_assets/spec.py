@@ -368,6 +368,11 @@ class WalkForwardSpec(_Strict):
     fold_store: bool = Field(default=True, description="Keep fold results under the home (folds/) keyed by fold "
                                                        "window, rows hash and recipe hash; unchanged folds are "
                                                        "never fitted again.")
+    test_symbols: int | None = Field(
+        default=None, ge=10, description="At most this many symbols in each walk-forward test block (those with "
+                                         "the smallest seeded hash of their name, the same in every fold); None: "
+                                         "all. A size for large universes: every candidate, baseline and arm is "
+                                         "tested on the same rows, so comparisons stay paired.")
 
 
 class GateSpec(_Strict):

@@ -290,3 +290,21 @@ def test_bad_settings_and_inputs_raise(panel):
 
 def test_scopes_are_overall_and_the_regimes():
     assert report.SCOPES[1:] == REGIMES
+
+
+def test_test_symbol_cap_keeps_the_same_symbols_in_every_fold():
+    import datetime as dt
+
+    from regime_assets.core.walk_forward.fit import test_symbol_subset
+
+    days = [dt.date(2020, 1, 1) + dt.timedelta(days=i) for i in range(10)]
+    syms = [f"S{i:02d}" for i in range(40)]
+    a = pl.DataFrame({"symbol": [s for s in syms for _ in days], "date": days * len(syms)})
+    b = a.filter(pl.col("symbol") != "S03")  # a later block where one symbol no longer trades
+    ka = set(test_symbol_subset(a, 12, 7)["symbol"].unique())
+    kb = set(test_symbol_subset(b, 12, 7)["symbol"].unique())
+    assert len(ka) == 12 and len(kb) == 12
+    assert len(ka & kb) >= 11  # the same symbols wherever they trade
+    assert test_symbol_subset(a, 12, 7).height == 12 * len(days)  # whole symbols, every date
+    assert test_symbol_subset(a, None, 7).height == a.height and test_symbol_subset(a, 100, 7).height == a.height
+    assert set(test_symbol_subset(a, 12, 8)["symbol"].unique()) != ka  # the seed picks them

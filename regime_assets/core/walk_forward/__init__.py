@@ -349,7 +349,7 @@ def run_walk_forward(rows: RowSource | pl.DataFrame, archive: pl.DataFrame | Non
         # BLAS/OpenMP pools of walk_forward.fit_threads (1: no spinning threads on a busy machine)
         warnings.simplefilter("ignore", ConvergenceWarning)
         for fold in folds:
-            data = load_fold(src, fold, True)
+            data = load_fold(src, fold, True, wf.test_symbols, wf.seed)
             status = _status(data, spec)
             if status != "ok":
                 fold_rows.append(_fold_row(fold, status, data))

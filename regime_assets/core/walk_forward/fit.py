@@ -161,11 +161,24 @@ def archive_ranges(fold: Fold) -> list[tuple[Any, Any]]:
     return out
 
 
-def load_fold(src: RowSource, fold: Fold, use_archive: bool) -> FoldData:
+def test_symbol_subset(test: pl.DataFrame, k: int | None, seed: int) -> pl.DataFrame:
+    """At most ``k`` symbols of a test block: those with the smallest seeded hash of their name, so the same
+    symbols are kept in every fold where they trade (None: all)."""
+    if k is None or test.height == 0:
+        return test
+    syms = test.select(pl.col("symbol").unique())
+    if syms.height <= k:
+        return test
+    keep = syms.with_columns(pl.col("symbol").hash(seed).alias("_h")).sort("_h", "symbol").head(k)["symbol"]
+    return test.filter(pl.col("symbol").is_in(keep.implode()))
+
+
+def load_fold(src: RowSource, fold: Fold, use_archive: bool, test_symbols: int | None = None,
+              seed: int = 0) -> FoldData:
     ranges = train_ranges(fold)
     window = src.labeled(ranges) if ranges else src.labeled([]).head(0)
     arch = src.archive(archive_ranges(fold)) if use_archive and archive_ranges(fold) else src.archive([]).head(0)
-    test = src.labeled([(fold.test_start, fold.test_end)])
+    test = test_symbol_subset(src.labeled([(fold.test_start, fold.test_end)]), test_symbols, seed)
     for what, f in (("training rows", window), ("archive rows", arch), ("test rows", test)):
         check_rows(f, f"{fold.key} {what}")
     return FoldData(fold, window, arch, test)
