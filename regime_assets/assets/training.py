@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, RetryPolicy, asset
 
+from regime_assets.assets.shrinkage import production_shrinkage
 from regime_assets.assets._meta import md, num, plot_md
 from regime_assets.core import calibration as cal_core
 from regime_assets.core import model_card as card_core
@@ -243,8 +244,6 @@ def build_meta_asset(spec: Spec):
         memo = memo_store(settings)
         # the base versions are content-keyed (a version is reused only for the same inputs and recipe) and hold
         # the out-of-fold rows the ensemble is fitted on
-        from regime_assets.assets.walk_forward import production_shrinkage
-
         shrink = production_shrinkage(settings)
         shrink_params = None if shrink is None else shrink.params()
         key = memo_key("meta_learner", base_versions=versions, meta=spec_.meta, calibration=spec_.calibration,
